@@ -1,0 +1,33 @@
+"""funnelstats: trustworthy sales-funnel statistics and forecasts from CRM exports.
+
+Read an export into :class:`FunnelData` with :func:`read` (or a layout's own
+reader), then call the analysis functions on it.
+"""
+
+from __future__ import annotations
+
+from .data import FunnelData
+from .datasets import load_sample, simulate
+from .errors import FunnelDataError, InsufficientHistoryError, UnknownLayoutError
+from .ingest import RULES, IngestReport, detect_layout, read, read_deals, read_events, read_salesforce
+from .pipeline import Pipeline
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RULES",
+    "FunnelData",
+    "FunnelDataError",
+    "IngestReport",
+    "InsufficientHistoryError",
+    "Pipeline",
+    "UnknownLayoutError",
+    "__version__",
+    "detect_layout",
+    "load_sample",
+    "read",
+    "read_deals",
+    "read_events",
+    "read_salesforce",
+    "simulate",
+]

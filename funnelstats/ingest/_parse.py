@@ -1,0 +1,332 @@
+"""Vectorised parsing of timestamps and amounts, with per-row outcomes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+NAT = np.iinfo(np.int64).min
+
+# a zone needs a time of day before it: "2024-01-01" ends in "-01", which is not an offset
+_AWARE = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
+_SLASH = r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{4}|\d{2})(?:[ T](.*))?\s*$"
+_DIGITS = r"^\s*\d+(?:\.\d+)?\s*$"
+
+
+@dataclass
+class ParsedTimes:
+    """Result of :func:`parse_timestamps`: int64 ns UTC and per-row masks."""
+
+    ns: np.ndarray
+    missing: np.ndarray
+    bad: np.ndarray
+    naive: np.ndarray
+    dst_ambiguous: np.ndarray
+    dst_nonexistent: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    ambiguous_format: str | None = None  # error text when d/m vs m/d cannot be decided
+    ambiguous_example: int | None = None  # position of an example row
+
+
+def _as_string_series(values: pd.Series) -> pd.Series:
+    s = values
+    if not (isinstance(s.dtype, pd.StringDtype)):
+        s = s.astype("string[pyarrow]")
+    return s.str.strip()
+
+
+def _localize(naive_ns: np.ndarray, tz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local wall-clock ns (no zone) -> UTC ns, with DST masks."""
+    ok = naive_ns != NAT
+    out = np.full(len(naive_ns), NAT, dtype=np.int64)
+    amb = np.zeros(len(naive_ns), dtype=bool)
+    gap = np.zeros(len(naive_ns), dtype=bool)
+    if not ok.any():
+        return out, amb, gap
+    idx = pd.DatetimeIndex(naive_ns[ok].view("datetime64[ns]"))
+    if tz.upper() == "UTC":
+        out[ok] = naive_ns[ok]
+        return out, amb, gap
+    strict = idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    bad = strict.isna()
+    if bad.any():
+        sub = idx[bad]
+        with_amb = sub.tz_localize(tz, ambiguous=np.ones(len(sub), dtype=bool), nonexistent="NaT")
+        is_gap = with_amb.isna()
+        shifted = sub.tz_localize(
+            tz, ambiguous=np.ones(len(sub), dtype=bool), nonexistent="shift_forward"
+        )
+        fixed = strict.asi8.copy()
+        fixed[np.flatnonzero(bad)] = shifted.asi8
+        pos = np.flatnonzero(ok)
+        amb[pos[np.flatnonzero(bad)[~is_gap]]] = True
+        gap[pos[np.flatnonzero(bad)[is_gap]]] = True
+        out[ok] = fixed
+    else:
+        out[ok] = strict.asi8
+    return out, amb, gap
+
+
+def parse_timestamps(
+    values: pd.Series, *, tz: str = "UTC", dayfirst: bool | None = None
+) -> ParsedTimes:
+    """Parse a column of timestamps to UTC nanoseconds.
+
+    Strings in ISO 8601 (with ``T`` or a space, optional fraction, ``Z`` or an
+    offset), dates alone, and day/month/year with slashes (``dayfirst=`` decides;
+    without it the order is taken only when some value makes it certain) are
+    read. Values with a zone are converted to UTC; values without one are taken
+    in ``tz``. Datetime columns are used as they are.
+    """
+    n = len(values)
+    z = np.zeros(n, dtype=bool)
+    notes: list[str] = []
+    values = values.reset_index(drop=True)
+    dt = values.dtype
+    if isinstance(dt, pd.DatetimeTZDtype):
+        ns = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
+        miss = ns == NAT
+        return ParsedTimes(ns.copy(), miss, z.copy(), z.copy(), z.copy(), z.copy(), notes)
+    if pd.api.types.is_datetime64_dtype(dt):
+        local = values.to_numpy("datetime64[ns]").view(np.int64)
+        miss = local == NAT
+        ns, amb, gap = _localize(local, tz)
+        return ParsedTimes(ns, miss, z.copy(), ~miss, amb, gap, notes)
+    if pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt):
+        return _parse_numeric(values.astype("float64").to_numpy(), tz, notes)
+
+    s = _as_string_series(values)
+    miss = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
+    ns = np.full(n, NAT, dtype=np.int64)
+    naive = np.zeros(n, dtype=bool)
+    amb = np.zeros(n, dtype=bool)
+    gap = np.zeros(n, dtype=bool)
+    present = ~miss
+    if not present.any():
+        return ParsedTimes(ns, miss, z.copy(), naive, amb, gap, notes)
+
+    # numbers written as text: epoch seconds / milliseconds or Excel serials
+    digits = s.str.match(_DIGITS).to_numpy(dtype=bool, na_value=False)
+    if digits[present].all():
+        return _parse_numeric(pd.to_numeric(s, errors="coerce").to_numpy("float64", na_value=np.nan),
+                              tz, notes)
+
+    slash = s.str.match(_SLASH).to_numpy(dtype=bool, na_value=False)
+    result = ParsedTimes(ns, miss, np.zeros(n, dtype=bool), naive, amb, gap, notes)
+    if slash.any():
+        parts = s[slash].str.extract(_SLASH)
+        a = pd.to_numeric(parts[0]).to_numpy()
+        b = pd.to_numeric(parts[1]).to_numpy()
+        y = parts[2].astype(str)
+        y = np.where(y.str.len() == 2, "20" + y, y)
+        if dayfirst is None:
+            day_first_certain = (a > 12).any()
+            month_first_certain = (b > 12).any()
+            if day_first_certain and not month_first_certain:
+                dayfirst = True
+                notes.append("dates with slashes read day-first (some days are above 12)")
+            elif month_first_certain and not day_first_certain:
+                dayfirst = False
+                notes.append("dates with slashes read month-first (some days are above 12)")
+            else:
+                result.ambiguous_format = (
+                    "dates like "
+                    f"{s[slash].iloc[0]!r} could be day/month or month/day; pass dayfirst=True "
+                    "or dayfirst=False"
+                    if not (day_first_certain and month_first_certain)
+                    else "dates with slashes are day-first in some rows and month-first in others"
+                )
+                result.ambiguous_example = int(np.flatnonzero(slash)[0])
+                dayfirst = True  # parsed anyway; the caller raises
+        day, month = (a, b) if dayfirst else (b, a)
+        rest = parts[3].fillna("").astype(str).str.strip()
+        iso = (
+            pd.Series(y, dtype=str)
+            + "-"
+            + pd.Series(month).astype(int).astype(str).str.zfill(2)
+            + "-"
+            + pd.Series(day).astype(int).astype(str).str.zfill(2)
+            + np.where(rest.to_numpy() == "", "", " " + rest.to_numpy())
+        )
+        sub = _parse_iso(pd.Series(iso.to_numpy(), dtype="string[pyarrow]"), tz)
+        _put(result, np.flatnonzero(slash), sub)
+    other = present & ~slash
+    if other.any():
+        sub = _parse_iso(s[other].reset_index(drop=True), tz)
+        _put(result, np.flatnonzero(other), sub)
+    return result
+
+
+def _put(into: ParsedTimes, pos: np.ndarray, sub: ParsedTimes) -> None:
+    into.ns[pos] = sub.ns
+    into.bad[pos] = sub.bad
+    into.naive[pos] = sub.naive
+    into.dst_ambiguous[pos] = sub.dst_ambiguous
+    into.dst_nonexistent[pos] = sub.dst_nonexistent
+    into.notes.extend(sub.notes)
+
+
+def _parse_iso(s: pd.Series, tz: str) -> ParsedTimes:
+    """ISO-8601-like strings, none missing."""
+    n = len(s)
+    ns = np.full(n, NAT, dtype=np.int64)
+    aware = s.str.contains(_AWARE).to_numpy(dtype=bool, na_value=False)
+    naive = ~aware
+    amb = np.zeros(n, dtype=bool)
+    gap = np.zeros(n, dtype=bool)
+    if aware.any():
+        parsed = _to_datetime(s[aware], utc=True)
+        ns[aware] = parsed
+    if naive.any():
+        local = _to_datetime(s[naive], utc=False)
+        utc, a, g = _localize(local, tz)
+        ns[naive] = utc
+        amb[naive] = a
+        gap[naive] = g
+    bad = ns == NAT
+    return ParsedTimes(ns, np.zeros(n, bool), bad, naive & ~bad, amb, gap, [])
+
+
+def _to_datetime(s: pd.Series, *, utc: bool) -> np.ndarray:
+    out = pd.to_datetime(s, format="ISO8601", errors="coerce", utc=utc)
+    if utc:
+        out = out.dt.tz_localize(None)
+    elif isinstance(out.dtype, pd.DatetimeTZDtype):  # pragma: no cover - defensive
+        out = out.dt.tz_convert("UTC").dt.tz_localize(None)
+    return out.to_numpy("datetime64[ns]").view(np.int64)
+
+
+def _parse_numeric(x: np.ndarray, tz: str, notes: list[str]) -> ParsedTimes:
+    """Numbers as timestamps: epoch ms / s, or Excel serial days."""
+    n = len(x)
+    miss = np.isnan(x)
+    ok = ~miss
+    ns = np.full(n, NAT, dtype=np.int64)
+    bad = np.zeros(n, dtype=bool)
+    naive = np.zeros(n, dtype=bool)
+    z = np.zeros(n, dtype=bool)
+    if not ok.any():
+        return ParsedTimes(ns, miss, bad, naive, z, z.copy(), notes)
+    med = float(np.median(x[ok]))
+    if 1e11 <= med < 1e14:
+        unit, what = 1e6, "epoch milliseconds (UTC)"
+        ns[ok] = np.round(x[ok] * unit).astype(np.int64)
+    elif 1e8 <= med < 1e11:
+        unit, what = 1e9, "epoch seconds (UTC)"
+        ns[ok] = np.round(x[ok] * unit).astype(np.int64)
+    elif 1e14 <= med < 1e17:
+        unit, what = 1e3, "epoch microseconds (UTC)"
+        ns[ok] = np.round(x[ok] * unit).astype(np.int64)
+    elif 1e17 <= med < 1e19:
+        what = "epoch nanoseconds (UTC)"
+        ns[ok] = x[ok].astype(np.int64)
+    elif 20000 <= med < 80000:
+        what = f"Excel serial day numbers (local time in {tz})"
+        base = np.datetime64("1899-12-30", "ns").view(np.int64)
+        local = base + np.round(x[ok] * 86_400e9).astype(np.int64)
+        full = np.full(n, NAT, dtype=np.int64)
+        full[ok] = local
+        utc, amb, gap = _localize(full, tz)
+        notes.append(f"numeric timestamps read as {what}")
+        return ParsedTimes(utc, miss, bad, ok.copy(), amb, gap, notes)
+    else:
+        bad[ok] = True
+        return ParsedTimes(ns, miss, bad, naive, z, z.copy(), notes)
+    notes.append(f"numeric timestamps read as {what}")
+    return ParsedTimes(ns, miss, bad, naive, z, z.copy(), notes)
+
+
+# ---------------------------------------------------------------------------
+# amounts
+
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+_LEAD = re.compile(r"^[^\d(+\-.,]+")  # currency symbols / codes before the number
+_TRAIL = re.compile(r"[^\d).\-,]+$")  # ... and after it
+_NUMERIC_TEXT = re.compile(r"[\d.,]+")
+
+
+@dataclass
+class ParsedAmounts:
+    """Result of :func:`parse_amounts`."""
+
+    values: np.ndarray
+    missing: np.ndarray
+    text: np.ndarray
+    not_numeric: np.ndarray
+    negative: np.ndarray
+    not_finite: np.ndarray
+
+
+def parse_amounts(values: pd.Series) -> ParsedAmounts:
+    """Parse a column of amounts to float64.
+
+    Numbers are used as they are; text such as ``$1,234.50``, ``1.234,50 €``,
+    ``USD 1 234`` or ``(500)`` is read as a number (and flagged); anything else
+    becomes NaN (flagged). Negative and infinite amounts become NaN (flagged).
+    """
+    n = len(values)
+    values = values.reset_index(drop=True)
+    text = np.zeros(n, dtype=bool)
+    not_numeric = np.zeros(n, dtype=bool)
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+        x = values.astype("float64").to_numpy(na_value=np.nan) if hasattr(values, "array") else values
+        x = np.asarray(x, dtype=np.float64).copy()
+        missing = np.isnan(x)
+    else:
+        s = _as_string_series(values)
+        missing = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
+        num = pd.to_numeric(s.where(~pd.Series(missing)), errors="coerce")
+        x = num.astype("float64").to_numpy(na_value=np.nan).copy()
+        failed = np.isnan(x) & ~missing
+        # "nan" / "NaN" text parses to NaN: that is a missing amount, not a failure
+        lower = s.str.lower()
+        nan_text = lower.isin(["nan", "null", "none", "n/a", "na", "-"]).to_numpy(
+            dtype=bool, na_value=False
+        )
+        missing |= nan_text
+        failed &= ~nan_text
+        if failed.any():
+            pos = np.flatnonzero(failed)
+            cleaned = np.array([_clean_amount(str(v)) for v in s.iloc[pos]], dtype=np.float64)
+            ok = ~np.isnan(cleaned)
+            x[pos[ok]] = cleaned[ok]
+            text[pos[ok]] = True
+            not_numeric[pos[~ok]] = True
+    not_finite = np.isinf(x)
+    x[not_finite] = np.nan
+    negative = x < 0
+    x[negative] = np.nan
+    return ParsedAmounts(x, missing, text, not_numeric, negative, not_finite)
+
+
+def _clean_amount(v: str) -> float:
+    """Read an amount written as text; NaN when it is not clearly a number."""
+    t = v.strip().replace("\u2212", "-").replace("\u00a0", " ").replace("\u202f", " ")
+    if _SCIENTIFIC.fullmatch(t):
+        return float(t)
+    neg = False
+    for _ in range(3):  # peel signs, parentheses and currency marks from both ends
+        t = _LEAD.sub("", _TRAIL.sub("", t)).strip()
+        if t.startswith("(") and t.endswith(")"):
+            neg, t = not neg, t[1:-1]
+        elif t.startswith("-"):
+            neg, t = not neg, t[1:]
+        elif t.startswith("+"):
+            t = t[1:]
+        elif t.endswith("-"):  # 500- (trailing minus)
+            neg, t = not neg, t[:-1]
+    t = t.replace(" ", "").replace("'", "")
+    if not t or not _NUMERIC_TEXT.fullmatch(t):
+        return np.nan
+    if re.fullmatch(r"\d{1,3}(\.\d{3})+(,\d+)?|\d+,\d{1,2}", t):
+        t = t.replace(".", "").replace(",", ".")  # 1.234,50 (decimal comma)
+    elif re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", t):
+        t = t.replace(",", "")  # 1,234.50
+    try:
+        out = float(t)
+    except ValueError:
+        return np.nan
+    return -out if neg else out

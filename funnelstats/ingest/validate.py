@@ -1,0 +1,677 @@
+"""The validation every adapter shares: rows in, FunnelData out, nothing lost.
+
+An adapter maps its export to :class:`Mapped` rows (deal, stage, time, amount,
+...) and calls :func:`build_funnel`. Every source row ends up *kept*,
+*repaired* (counted per rule) or *quarantined* (with its reason); the counts and
+the rows are in the :class:`~funnelstats.ingest.report.IngestReport`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import _columns as C
+from ..data import FunnelData, to_timestamp
+from ..errors import FunnelDataError
+from ..pipeline import Pipeline, suggest_stage
+from ._io import Table
+from ._parse import NAT, parse_amounts, parse_timestamps
+from .report import RULES, IngestReport
+
+__all__ = ["Mapped", "build_funnel", "resolve_column"]
+
+_EARLY = pd.Timestamp("1990-01-01").value
+_STATUS_KEPT, _STATUS_REPAIRED, _STATUS_QUARANTINED = 0, 1, 2
+
+
+@dataclass
+class Mapped:
+    """Rows of an export mapped to the standard fields, before validation.
+
+    Every Series has one entry per mapped row; ``pos`` gives the source row
+    (position in ``table.frame``) each mapped row came from, so one source row
+    may yield several mapped rows (a wide export) or none.
+    """
+
+    table: Table
+    layout: str
+    deal: pd.Series
+    stage: pd.Series
+    at: pd.Series
+    columns: dict[str, str]
+    amount: pd.Series | None = None
+    close_date: pd.Series | None = None
+    currency: pd.Series | None = None
+    attributes: pd.DataFrame | None = None
+    pos: np.ndarray | None = None
+    update_only: np.ndarray | None = None
+    created: pd.Series | None = None
+    # (source-row mask, rule, column, message) set aside by the adapter
+    pre_quarantine: list[tuple[np.ndarray, str, str | None, str]] = field(default_factory=list)
+    # (source-row mask, rule, column, message) counted as notes, rows kept
+    source_notes: list[tuple[np.ndarray, str, str | None, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    has_stage_history: bool = True
+    undated: pd.DataFrame | None = None
+
+
+def resolve_column(
+    table: Table, given: str | None, candidates: tuple[str, ...], role: str, *, required: bool = True
+) -> str | None:
+    """The column of ``table`` that plays ``role``.
+
+    ``given`` is the user's choice (must exist); otherwise the first of
+    ``candidates`` present (compared without case, spaces or punctuation).
+    A missing required column raises :class:`FunnelDataError` that lists the
+    columns found and the closest match.
+    """
+    cols = [str(c) for c in table.frame.columns]
+    if given is not None:
+        if given in cols:
+            return given
+        raise _missing(table, given, role, cols)
+    norm = {_norm(c): c for c in cols}
+    for cand in candidates:
+        if _norm(cand) in norm:
+            return norm[_norm(cand)]
+    if required:
+        raise _missing(table, candidates[0], role, cols, tried=candidates)
+    return None
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
+def _missing(table: Table, want: str, role: str, cols: list[str],
+             tried: tuple[str, ...] = ()) -> FunnelDataError:
+    close = difflib.get_close_matches(want, cols, n=1, cutoff=0.6)
+    if not close:
+        close = difflib.get_close_matches(_norm(want), [_norm(c) for c in cols], n=1, cutoff=0.6)
+        close = [c for c in cols if close and _norm(c) == close[0]][:1]
+    looked = f" (looked for {list(tried)})" if tried else ""
+    hint = f"; closest match: {close[0]!r}" if close else ""
+    arg = {"deal": "deal=", "stage": "stage=", "time": "at="}.get(role, f"{role}=")
+    return FunnelDataError(
+        f"no {role} column {want!r}{looked}. Columns found: {cols}{hint}. "
+        f"Name the column with {arg}",
+        file=table.name, column=want, rule="missing_column",
+    )
+
+
+class _Collector:
+    """Per-source-row status and the findings of every rule."""
+
+    def __init__(self, mapped: Mapped) -> None:
+        self.m = mapped
+        self.table = mapped.table
+        n_src = len(self.table.frame)
+        self.status = np.zeros(n_src, dtype=np.int8)
+        self.pos = mapped.pos if mapped.pos is not None else np.arange(len(mapped.deal))
+        self.findings: list[dict[str, Any]] = []
+        self.quarantine_parts: list[pd.DataFrame] = []
+        self.repair_parts: list[pd.DataFrame] = []
+
+    def _rows(self, src_positions: np.ndarray) -> np.ndarray:
+        return self.table.rows[src_positions]
+
+    def _add(self, rule: str, src: np.ndarray, column: str | None, message: str) -> None:
+        src = np.unique(src)
+        if not len(src):
+            return
+        rows = self._rows(src)
+        self.findings.append(
+            {
+                "rule": rule,
+                "kind": RULES[rule].kind,
+                "rows": len(src),
+                "column": column,
+                "first_row": int(rows.min()),
+                "message": message,
+            }
+        )
+
+    def quarantine(self, mask: np.ndarray, rule: str, column: str | None, message: str,
+                   *, source: bool = False, values: pd.Series | None = None) -> None:
+        """Quarantine mapped rows (or source rows with ``source=True``).
+
+        With ``values`` (one per mapped row), each reason quotes the row's value.
+        """
+        where = np.flatnonzero(mask)
+        src = where if source else self.pos[where]
+        live = self.status[src] != _STATUS_QUARANTINED
+        where, src = where[live], src[live]
+        src, first = np.unique(src, return_index=True)
+        if not len(src):
+            return
+        self.status[src] = _STATUS_QUARANTINED
+        self._add(rule, src, column, message)
+        reason: Any = message
+        if values is not None:
+            vals = values.reset_index(drop=True).iloc[where[first]].astype(object).to_numpy()
+            reason = [f"{message}: {v!r}" for v in vals]
+        self.quarantine_parts.append(
+            pd.DataFrame({"_pos": src, "rule": rule, "column": column, "reason": reason})
+        )
+
+    def repair(self, mask: np.ndarray, rule: str, column: str | None, message: str,
+               original: Any = None, repaired: Any = None) -> None:
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            return
+        src = self.pos[idx]
+        live = self.status[src] != _STATUS_QUARANTINED
+        idx, src = idx[live], src[live]
+        if not len(idx):
+            return
+        self.status[src] = np.maximum(self.status[src], _STATUS_REPAIRED)
+        self._add(rule, src, column, message)
+        self.repair_parts.append(
+            pd.DataFrame(
+                {
+                    "_pos": src,
+                    "rule": rule,
+                    "column": column,
+                    "original": _pick(original, idx),
+                    "repaired": _pick(repaired, idx),
+                }
+            )
+        )
+
+    def note(self, mask: np.ndarray, rule: str, column: str | None, message: str) -> None:
+        src = self.pos[np.flatnonzero(mask)]
+        self._add(rule, src, column, message)
+
+    def raise_first(self) -> None:
+        """strict=True: raise for the earliest repaired or quarantined row."""
+        bad = [f for f in self.findings if f["kind"] in ("repair", "quarantine")]
+        if not bad:
+            return
+        first = min(bad, key=lambda f: f["first_row"])
+        raise FunnelDataError(
+            f"{first['message']} [{first['rule']}] (strict=True; {len(bad)} rule(s) fired, "
+            "see IngestReport with strict=False)",
+            file=self.table.name,
+            row=first["first_row"],
+            column=first["column"],
+            rule=first["rule"],
+            row_word=self.table.row_word,
+        )
+
+
+def _pick(values: Any, idx: np.ndarray) -> Any:
+    if values is None:
+        return None
+    if isinstance(values, pd.Series):
+        return values.iloc[idx].astype(object).to_numpy()
+    arr = np.asarray(values, dtype=object)
+    return arr[idx] if arr.ndim else arr
+
+
+def _strings(series: pd.Series) -> pd.Series:
+    s = series.reset_index(drop=True)
+    if pd.api.types.is_float_dtype(s.dtype):
+        # ids that came through a numeric dtype: 123.0 -> "123"
+        v = s.to_numpy()
+        integral = np.isfinite(v) & (np.floor(v) == v)
+        out = pd.Series(s.astype(object).astype(str), dtype="string[pyarrow]")
+        out[integral] = pd.Series(v[integral].astype(np.int64).astype(str), dtype="string[pyarrow]").to_numpy()
+        out[pd.isna(s).to_numpy()] = pd.NA
+        return out
+    if not isinstance(s.dtype, pd.StringDtype):
+        s = s.astype("string[pyarrow]")
+    return s
+
+
+def build_funnel(
+    mapped: Mapped,
+    *,
+    pipeline: Pipeline | None = None,
+    tz: str | None = None,
+    strict: bool = False,
+    exported_at: Any = None,
+    on_unknown_stage: str = "error",
+    dayfirst: bool | None = None,
+) -> FunnelData:
+    """Validate mapped rows and build :class:`FunnelData`.
+
+    See the rules in :data:`funnelstats.ingest.report.RULES`.
+    """
+    if on_unknown_stage not in ("error", "quarantine", "add"):
+        raise ValueError("on_unknown_stage must be 'error', 'quarantine' or 'add'")
+    table = mapped.table
+    cols = mapped.columns
+    col = cols.get
+    tz_given = tz is not None
+    tz = tz or "UTC"
+    _check_tz(tz)
+    notes = list(table.notes) + list(mapped.notes)
+    k = _Collector(mapped)
+    n = len(mapped.deal)
+    for row, text, reason in table.malformed:
+        k.findings.append({"rule": "malformed_row", "kind": "quarantine", "rows": 1,
+                           "column": None, "first_row": row, "message": reason})
+    malformed_frame = pd.DataFrame(
+        {"row": [r for r, _, _ in table.malformed], "rule": "malformed_row", "column": None,
+         "reason": [why for _, _, why in table.malformed], "text": [t for _, t, _ in table.malformed]}
+    )
+    for mask, rule, column, message in mapped.pre_quarantine:
+        k.quarantine(mask, rule, column, message, source=True)
+    for mask, rule, column, message in mapped.source_notes:
+        k._add(rule, np.flatnonzero(mask), column, message)
+
+    # ---- deal ids
+    deal = _strings(mapped.deal)
+    deal_stripped = deal.str.strip()
+    miss = (deal_stripped.isna() | (deal_stripped == "")).to_numpy(dtype=bool, na_value=True)
+    k.quarantine(miss, "missing_deal_id", col("deal"), "empty deal id")
+    ws = (deal != deal_stripped).to_numpy(dtype=bool, na_value=False) & ~miss
+    k.repair(ws, "deal_id_whitespace", col("deal"), "spaces around the deal id removed",
+             deal, deal_stripped)
+    deal = deal_stripped
+
+    # ---- stages
+    update_only = (np.zeros(n, dtype=bool) if mapped.update_only is None
+                   else np.asarray(mapped.update_only, dtype=bool))
+    stage = _strings(mapped.stage)
+    stage_stripped = stage.str.strip()
+    smiss = (stage_stripped.isna() | (stage_stripped == "")).to_numpy(dtype=bool, na_value=True)
+    k.quarantine(smiss & ~update_only, "missing_stage", col("stage"), "empty stage")
+    sws = (stage != stage_stripped).to_numpy(dtype=bool, na_value=False) & ~smiss
+    k.repair(sws, "stage_whitespace", col("stage"), "spaces around the stage name removed",
+             stage, stage_stripped)
+    stage = stage_stripped
+
+    # ---- time of the change
+    times = parse_timestamps(mapped.at, tz=tz, dayfirst=dayfirst)
+    if times.ambiguous_format:
+        pos = k.pos[times.ambiguous_example] if times.ambiguous_example is not None else None
+        raise table.error(times.ambiguous_format, position=pos, column=col("at"),
+                          rule="ambiguous_date_format")
+    notes += [f"{col('at')}: {t}" for t in times.notes]
+    k.quarantine(times.missing, "missing_timestamp", col("at"), "empty timestamp")
+    k.quarantine(times.bad, "unparseable_timestamp", col("at"),
+                 "timestamp cannot be read as a date and time", values=mapped.at)
+    if times.naive.any():
+        k.note(times.naive, "naive_timestamp", col("at"),
+               f"no time zone; read as {tz}" + ("" if tz_given else " (the default; pass tz=)"))
+        if not tz_given:
+            notes.append(f"timestamps without a zone were read as UTC; pass tz= if they are local")
+    if times.dst_ambiguous.any():
+        k.repair(times.dst_ambiguous, "dst_ambiguous", col("at"),
+                 f"local time occurs twice in {tz}; first occurrence taken", mapped.at)
+    if times.dst_nonexistent.any():
+        k.repair(times.dst_nonexistent, "dst_nonexistent", col("at"),
+                 f"local time does not exist in {tz}; moved forward", mapped.at)
+    at = times.ns
+
+    # ---- amounts
+    if mapped.amount is not None:
+        am = parse_amounts(mapped.amount)
+        acol = col("amount")
+        k.repair(am.text, "amount_text", acol, "amount written as text read as a number",
+                 mapped.amount, am.values)
+        k.repair(am.not_numeric, "amount_not_numeric", acol, "amount is not a number; set to NaN",
+                 mapped.amount, np.nan)
+        k.repair(am.not_finite, "amount_not_finite", acol, "infinite amount; set to NaN",
+                 mapped.amount, np.nan)
+        k.repair(am.negative, "amount_negative", acol, "negative amount; set to NaN",
+                 mapped.amount, np.nan)
+        k.note(am.missing & ~update_only, "amount_missing", acol, "no amount; kept as NaN")
+        amount = am.values
+    else:
+        amount = np.full(n, np.nan)
+        notes.append("no amount column: amounts are unknown")
+
+    # ---- expected close date (optional)
+    close_ns = np.full(n, NAT, dtype=np.int64)
+    if mapped.close_date is not None:
+        cd = parse_timestamps(mapped.close_date, tz=tz, dayfirst=dayfirst)
+        k.repair(cd.bad, "close_date_unparseable", col("close_date"),
+                 "close date cannot be read; left empty", mapped.close_date, None)
+        close_ns = np.where(cd.bad, NAT, cd.ns)
+
+    created = None
+    if mapped.created is not None:
+        cr = parse_timestamps(mapped.created, tz=tz, dayfirst=dayfirst)
+        created = pd.Series(cr.ns, index=deal.to_numpy(dtype=object, na_value=None))
+
+    alive = k.status[k.pos] != _STATUS_QUARANTINED
+    # ---- pipeline
+    known_stage = ~smiss
+    names_alive = stage[alive & known_stage]
+    pipeline, unknown = _resolve_pipeline(k, pipeline, stage, alive & known_stage, on_unknown_stage)
+    if unknown is not None and unknown.any():
+        k.quarantine(unknown, "unknown_stage_row", col("stage"), "stage not in the pipeline")
+        alive &= ~unknown
+    del names_alive
+
+    # ---- sort: deal, time, pipeline order, source order
+    idx = np.flatnonzero(alive)
+    deal_codes, deal_uniques = pd.factorize(deal.iloc[idx], sort=True)
+    stage_codes = np.full(len(idx), -1, dtype=np.int64)
+    has_stage = known_stage[idx]
+    order_index = pd.Index(pipeline.order)
+    if has_stage.any():
+        stage_codes[has_stage] = order_index.get_indexer(stage.iloc[idx[has_stage]])
+    at_a = at[idx]
+    upd = update_only[idx] & (stage_codes < 0)
+    # an update that ties with a stage change at the same instant sorts after it
+    tie_rank = np.where(upd, len(pipeline.order), stage_codes)
+    order = np.lexsort((idx, tie_rank, at_a, deal_codes))
+    idx, deal_codes, stage_codes, at_a, upd = (
+        idx[order], deal_codes[order], stage_codes[order], at_a[order], upd[order]
+    )
+
+    # ---- field updates take the deal's current stage
+    if upd.any():
+        new_deal = np.r_[True, deal_codes[1:] != deal_codes[:-1]]
+        filled = pd.Series(np.where(upd, np.nan, stage_codes)).groupby(np.cumsum(new_deal)).ffill()
+        orphan = filled.isna().to_numpy()
+        if orphan.any():
+            m = np.zeros(n, dtype=bool)
+            m[idx[orphan]] = True
+            k.quarantine(m, "update_before_stage", col("stage"),
+                         "field update before the deal's first stage")
+            keep = ~orphan
+            idx, deal_codes, stage_codes, at_a, upd = (
+                idx[keep], deal_codes[keep], stage_codes[keep], at_a[keep], upd[keep]
+            )
+            filled = filled[keep]
+        stage_codes = filled.to_numpy().astype(np.int64)
+
+    # ---- exact duplicates (collapsed) and same-instant stage changes (ordered)
+    if len(idx) > 1:
+        same_da = (deal_codes[1:] == deal_codes[:-1]) & (at_a[1:] == at_a[:-1])
+        same_stage = same_da & (stage_codes[1:] == stage_codes[:-1])
+        cand = np.flatnonzero(same_stage)
+        dup = np.zeros(len(idx), dtype=bool)
+        if len(cand):
+            a_src = k.pos[idx[cand]]
+            b_src = k.pos[idx[cand + 1]]
+            equal = _rows_equal(table.frame, a_src, b_src) & (a_src != b_src)
+            dup[cand[equal] + 1] = True
+        if dup.any():
+            m = np.zeros(n, dtype=bool)
+            m[idx[dup]] = True
+            k.repair(m, "duplicate_row", None, "exact duplicate of an earlier row; collapsed")
+            keep = ~dup
+            idx, deal_codes, stage_codes, at_a = idx[keep], deal_codes[keep], stage_codes[keep], at_a[keep]
+        if len(idx) > 1:
+            tie = ((deal_codes[1:] == deal_codes[:-1]) & (at_a[1:] == at_a[:-1])
+                   & (stage_codes[1:] != stage_codes[:-1]))
+            if tie.any():
+                m = np.zeros(n, dtype=bool)
+                m[idx[np.flatnonzero(tie) + 1]] = True
+                k.repair(m, "same_instant", col("at"),
+                         "stage changes of one deal at the same instant; ordered by pipeline order")
+
+    # ---- export date
+    if exported_at is not None:
+        exp = to_timestamp(exported_at, name="exported_at")
+        late = at_a > exp.value
+        if late.any():
+            m = np.zeros(n, dtype=bool)
+            m[idx[late]] = True
+            k.quarantine(m, "after_export", col("at"), f"dated after the export date {exp}")
+            keep = ~late
+            idx, deal_codes, stage_codes, at_a = idx[keep], deal_codes[keep], stage_codes[keep], at_a[keep]
+    else:
+        if len(at_a):
+            exp = pd.Timestamp(int(at_a.max()), tz="UTC")
+        elif mapped.undated is not None and len(mapped.undated):
+            raise FunnelDataError("no dated rows: pass exported_at=", file=table.name)
+        else:
+            raise FunnelDataError(
+                "no usable rows: every row was quarantined (see the report with strict=False)"
+                if n else "no rows",
+                file=table.name,
+            )
+        notes.append(f"export date taken as the latest timestamp, {exp:%Y-%m-%d %H:%M} UTC; "
+                     "pass exported_at= to set it")
+    early = at_a < _EARLY
+    if early.any():
+        m = np.zeros(n, dtype=bool)
+        m[idx[early]] = True
+        k.note(m, "early_timestamp", col("at"), "timestamp before 1990")
+
+    # ---- history table
+    history = pd.DataFrame(
+        {
+            C.DEAL_ID: pd.array(np.asarray(deal_uniques, dtype=object)[deal_codes], dtype="string[pyarrow]")
+            if len(idx) else pd.array([], dtype="string[pyarrow]"),
+            C.AT: pd.DatetimeIndex(at_a.view("datetime64[ns]")).tz_localize("UTC"),
+            C.STAGE: pd.Categorical.from_codes(stage_codes, dtype=pipeline.dtype),
+            C.AMOUNT: amount[idx],
+            C.CLOSE_DATE: pd.DatetimeIndex(close_ns[idx].view("datetime64[ns]")).tz_localize("UTC"),
+            "source_row": table.rows[k.pos[idx]],
+        }
+    )
+    if mapped.currency is not None:
+        cur = _strings(mapped.currency).str.strip().str.upper()
+        history[C.CURRENCY] = pd.Categorical(cur.iloc[idx].to_numpy(dtype=object, na_value=None))
+    if mapped.attributes is not None:
+        attrs = mapped.attributes.reset_index(drop=True)
+        for c in attrs.columns:
+            if c in history.columns:
+                raise FunnelDataError(
+                    f"attribute column {c!r} clashes with a standard column; rename it",
+                    file=table.name, column=c,
+                )
+            values = attrs[c].iloc[idx]
+            if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
+                values = values.astype(object).where(values.notna(), None)
+                history[c] = pd.Categorical(values.to_numpy())
+            else:
+                history[c] = values.to_numpy()
+
+    created_series = None
+    if created is not None:
+        cr = created[created.to_numpy() != NAT]
+        cr = pd.Series(pd.DatetimeIndex(cr.to_numpy().view("datetime64[ns]")).tz_localize("UTC"),
+                       index=cr.index)
+        created_series = cr.groupby(level=0).min()
+
+    data = FunnelData(
+        history=history,
+        pipeline=pipeline,
+        exported_at=exp,
+        report=_EMPTY_REPORT,
+        has_stage_history=mapped.has_stage_history,
+        undated=mapped.undated,
+        _created=created_series,
+    )
+
+    # ---- facts about the moves (kept as events, counted)
+    _count_moves(k, data, idx, n)
+    if strict:
+        k.raise_first()
+    report = _make_report(k, mapped, notes, malformed_frame, pipeline)
+    object.__setattr__(data, "report", report)
+    return data
+
+
+def _check_tz(tz: str) -> None:
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(tz)
+    except Exception:
+        raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'") from None
+
+
+def _rows_equal(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    eq = np.ones(len(a), dtype=bool)
+    for c in frame.columns:
+        col = frame[c]
+        va = col.iloc[a].reset_index(drop=True)
+        vb = col.iloc[b].reset_index(drop=True)
+        same = (va == vb).fillna(False).to_numpy(dtype=bool) | (va.isna() & vb.isna()).to_numpy(dtype=bool)
+        eq &= same
+    return eq
+
+
+def _resolve_pipeline(
+    k: _Collector, pipeline: Pipeline | None, stage: pd.Series, usable: np.ndarray, on_unknown: str
+) -> tuple[Pipeline, np.ndarray | None]:
+    table = k.table
+    col = k.m.columns.get("stage")
+    present = stage[usable]
+    counts = present.value_counts()
+    if pipeline is None:
+        names = [str(s) for s in counts.index]
+        if not names:
+            return Pipeline((), ("Won",), ("Lost",), notes=("no stages in the data",)), None
+        codes_map = {s: i for i, s in enumerate(names)}
+        idx = np.flatnonzero(usable)
+        deal = k.m.deal.reset_index(drop=True).iloc[idx].astype(str).str.strip()
+        d_codes, _ = pd.factorize(deal, sort=True)
+        at = parse_timestamps(k.m.at.reset_index(drop=True).iloc[idx]).ns
+        s_codes = present.map(codes_map).to_numpy(dtype=np.int64)
+        order = np.lexsort((at, d_codes))
+        inferred = Pipeline.infer(d_codes[order], s_codes[order], names)
+        similar = _case_twins(names)
+        if similar:
+            inferred = inferred.with_notes(
+                "stage names that differ only in case, spacing or punctuation are kept apart: "
+                + "; ".join(similar) + ". Give a pipeline to merge or order them"
+            )
+        return inferred.with_notes("pipeline inferred from the data; pass pipeline= to fix it"), None
+    unknown_names = [s for s in counts.index if s not in set(pipeline.order)]
+    if not unknown_names:
+        return pipeline, None
+    if on_unknown == "add":
+        added = Pipeline(
+            list(pipeline.stages) + [str(s) for s in unknown_names], pipeline.won, pipeline.lost,
+            dict(pipeline.probabilities), pipeline.name,
+            pipeline.notes + (f"stages not in the pipeline added after the open stages: "
+                              f"{[str(s) for s in unknown_names]}",),
+        )
+        return added, None
+    unknown_mask = stage.isin(unknown_names).to_numpy(dtype=bool, na_value=False) & usable
+    if on_unknown == "quarantine":
+        return pipeline, unknown_mask
+    parts = []
+    first_pos = None
+    for s in unknown_names:
+        where = np.flatnonzero(stage.eq(s).to_numpy(dtype=bool, na_value=False) & usable)
+        src = k.pos[where[0]]
+        first_pos = src if first_pos is None else min(first_pos, src)
+        hint = suggest_stage(str(s), pipeline.order)
+        extra = f", did you mean {hint!r}?" if hint else ""
+        parts.append(f"{s!r} ({int(counts[s])} rows, first at {table.row_word} "
+                     f"{int(table.rows[src])}{extra})")
+    raise table.error(
+        "stage(s) not in the pipeline: " + "; ".join(parts)
+        + f". Pipeline stages: {list(pipeline.order)}. Fix the pipeline, or pass "
+        "on_unknown_stage='quarantine' or 'add'",
+        position=first_pos, column=col, rule="unknown_stage",
+    )
+
+
+def _case_twins(names: list[str]) -> list[str]:
+    groups: dict[str, list[str]] = {}
+    for s in names:
+        groups.setdefault(_norm(s), []).append(s)
+    return [" ~ ".join(repr(x) for x in g) for g in groups.values() if len(g) > 1]
+
+
+def _count_moves(k: _Collector, data: FunnelData, idx: np.ndarray, n: int) -> None:
+    hist = data.history
+    if not len(hist):
+        return
+    arr = data.arrays
+    kind = arr.kind
+    # rows that start no stage entry: field updates
+    stage = hist[C.STAGE].cat.codes.to_numpy()
+    ids = hist[C.DEAL_ID].array
+    new_deal = np.r_[True, np.asarray(ids[1:] != ids[:-1], dtype=bool)]
+    repeat = ~(new_deal | np.r_[True, stage[1:] != stage[:-1]])
+
+    def mask_of(hist_positions: np.ndarray) -> np.ndarray:
+        m = np.zeros(n, dtype=bool)
+        m[idx[hist_positions]] = True
+        return m
+
+    col = k.m.columns.get("stage")
+    if repeat.any():
+        k.note(mask_of(np.flatnonzero(repeat)), "no_stage_change", col,
+               "row repeats the current stage (an amount or date update)")
+    ev_pos = np.flatnonzero(~repeat)  # history position of each event
+    s, nx = arr.stage, arr.next_stage
+    has_next = nx >= 0
+    from_kind = kind[s]
+    to_kind = np.where(has_next, kind[np.maximum(nx, 0)], -1)
+    n_open = data.pipeline.n_open
+    # forward skips: open -> open jumping stages, or open -> won from before the last stage
+    skip = has_next & (from_kind == 0) & (
+        ((to_kind == 0) & (nx > s + 1)) | ((to_kind == 1) & (s < n_open - 1))
+    )
+    back = has_next & (from_kind == 0) & (to_kind == 0) & (nx < s)
+    reopen = has_next & (from_kind > 0)
+    nxt = np.r_[ev_pos[1:], 0]
+    if skip.any():
+        k.note(mask_of(nxt[skip]), "skipped_stage", col,
+               "forward move skipping stages; skipped stages count as reached")
+    if back.any():
+        k.note(mask_of(nxt[back]), "backward_move", col, "move back to an earlier stage")
+    if reopen.any():
+        k.note(mask_of(nxt[reopen]), "reopened", col, "row after a won or lost stage (reopened)")
+
+
+def _make_report(k: _Collector, mapped: Mapped, notes: list[str], malformed: pd.DataFrame,
+                 pipeline: Pipeline) -> IngestReport:
+    table = k.table
+    n_mal = len(table.malformed)
+    status = k.status
+    kept = int((status == _STATUS_KEPT).sum())
+    repaired = int((status == _STATUS_REPAIRED).sum())
+    quarantined = int((status == _STATUS_QUARANTINED).sum()) + n_mal
+    findings = pd.DataFrame(k.findings, columns=["rule", "kind", "rows", "column", "first_row", "message"])
+    if len(findings):
+        kind_order = {"quarantine": 0, "repair": 1, "note": 2}
+        findings = (
+            findings.assign(_k=findings["kind"].map(kind_order))
+            .sort_values(["_k", "first_row"], kind="stable")
+            .drop(columns="_k")
+            .reset_index(drop=True)
+        )
+    original = table.frame
+    if k.quarantine_parts:
+        q = pd.concat(k.quarantine_parts, ignore_index=True)
+        q = q.drop_duplicates("_pos", keep="first")
+        vals = original.iloc[q["_pos"].to_numpy()].reset_index(drop=True)
+        q = pd.concat(
+            [pd.DataFrame({"row": table.rows[q["_pos"].to_numpy()]}),
+             q.drop(columns="_pos").reset_index(drop=True), vals], axis=1
+        )
+    else:
+        q = pd.DataFrame(columns=["row", "rule", "column", "reason"])
+    if n_mal:
+        q = pd.concat([q, malformed], ignore_index=True)
+    q = q.sort_values("row", kind="stable").reset_index(drop=True)
+    if k.repair_parts:
+        r = pd.concat(k.repair_parts, ignore_index=True)
+        r.insert(0, "row", table.rows[r["_pos"].to_numpy()])
+        r = r.drop(columns="_pos").sort_values(["row", "rule"], kind="stable").reset_index(drop=True)
+    else:
+        r = pd.DataFrame(columns=["row", "rule", "column", "original", "repaired"])
+    notes = list(dict.fromkeys(notes + list(pipeline.notes)))
+    return IngestReport(
+        source=table.name,
+        layout=mapped.layout,
+        rows_read=len(status) + n_mal,
+        rows_kept=kept,
+        rows_repaired=repaired,
+        rows_quarantined=quarantined,
+        findings=findings,
+        quarantined=q,
+        repairs=r,
+        notes=tuple(notes),
+    )
+
+
+_EMPTY_REPORT: Any = None
