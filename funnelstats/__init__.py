@@ -9,7 +9,15 @@ from __future__ import annotations
 from .data import FunnelData
 from .datasets import load_sample, simulate
 from .errors import FunnelDataError, InsufficientHistoryError, UnknownLayoutError
-from .ingest import RULES, IngestReport, detect_layout, read, read_deals, read_events, read_salesforce
+from .ingest import (
+    RULES,
+    IngestReport,
+    detect_layout,
+    read,
+    read_deals,
+    read_events,
+    read_salesforce,
+)
 from .pipeline import Pipeline
 
 __version__ = "0.1.0"

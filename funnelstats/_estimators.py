@@ -106,8 +106,12 @@ def event_table(
     Examples
     --------
     >>> t = event_table(np.array([2, 3, 3, 5]), np.array([1, 2, 0, 1]))
-    >>> t.time, t.at_risk, t.events[:, 0], t.events[:, 1], t.censored
-    (array([2., 3., 5.]), array([4., 3., 1.]), array([1., 0., 1.]), array([0., 1., 0.]), array([0., 1., 0.]))
+    >>> t.time, t.at_risk, t.censored
+    (array([2., 3., 5.]), array([4., 3., 1.]), array([0., 1., 0.]))
+    >>> t.events
+    array([[1., 0.],
+           [0., 1.],
+           [1., 0.]])
     """
     durations = np.asarray(durations)
     causes = np.asarray(causes, dtype=np.int64)
@@ -273,7 +277,11 @@ def quantile_time(time: np.ndarray, curve: np.ndarray, q: float) -> float:
 
 
 def restricted_mean(
-    time: np.ndarray, survival: np.ndarray, tau: float, *, events: np.ndarray | None = None,
+    time: np.ndarray,
+    survival: np.ndarray,
+    tau: float,
+    *,
+    events: np.ndarray | None = None,
     at_risk: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Restricted mean survival time up to ``tau`` and its variance.

@@ -33,8 +33,14 @@ class Result:
 
     def summary(self) -> str:
         """The result as plain text."""
-        with pd.option_context("display.width", 120, "display.max_columns", 30,
-                               "display.float_format", "{:,.4g}".format):
+        with pd.option_context(
+            "display.width",
+            120,
+            "display.max_columns",
+            30,
+            "display.float_format",
+            "{:,.4g}".format,
+        ):
             body = self.frame.to_string(index=False)
         notes = "".join(f"\n- {n}" for n in self.notes)
         return f"{self.title}\n{body}{notes}"
@@ -43,11 +49,15 @@ class Result:
         return self.summary()
 
     def _repr_html_(self) -> str:
-        table = self.frame.to_html(index=False, float_format="{:,.4g}".format, escape=True,
-                                   border=0, classes="funnelstats")
+        table = self.frame.to_html(
+            index=False, float_format="{:,.4g}".format, escape=True, border=0, classes="funnelstats"
+        )
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return (f"<div><p><b>{html.escape(self.title)}</b></p>{table}"
-                + (f"<ul>{notes}</ul>" if notes else "") + "</div>")
+        return (
+            f"<div><p><b>{html.escape(self.title)}</b></p>{table}"
+            + (f"<ul>{notes}</ul>" if notes else "")
+            + "</div>"
+        )
 
     def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
         """Draw the result on ``ax`` (default: the current Axes) and return it."""

@@ -240,7 +240,9 @@ class FunnelData:
             )
         if pipeline is None and isinstance(events[C.STAGE].dtype, pd.CategoricalDtype):
             cats = [str(c) for c in events[C.STAGE].cat.categories]
-            inferred = Pipeline.infer(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), cats)
+            inferred = Pipeline.infer(
+                np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), cats
+            )
             order = {s: i for i, s in enumerate(cats)}
             pipeline = Pipeline(
                 sorted(inferred.stages, key=order.__getitem__),
@@ -334,8 +336,10 @@ class _Derived:
 
 def _ns(series: pd.Series) -> np.ndarray:
     """int64 nanoseconds of a datetime64[ns, UTC] Series (NaT -> INT64_MIN)."""
-    values = series.to_numpy(dtype="datetime64[ns]") if series.dt.tz is None else (
-        series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    values = (
+        series.to_numpy(dtype="datetime64[ns]")
+        if series.dt.tz is None
+        else (series.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[ns]"))
     )
     return values.view(np.int64)
 

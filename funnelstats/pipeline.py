@@ -170,7 +170,9 @@ class Pipeline:
 
     def kind_codes(self) -> np.ndarray:
         """Per stage code: 0 open, 1 won, 2 lost."""
-        return np.array([0] * len(self.stages) + [1] * len(self.won) + [2] * len(self.lost), dtype=np.int8)
+        return np.array(
+            [0] * len(self.stages) + [1] * len(self.won) + [2] * len(self.lost), dtype=np.int8
+        )
 
     def probability_array(self) -> np.ndarray:
         """CRM probability per stage code (NaN where not given; won 1, lost 0 by default)."""
@@ -187,7 +189,12 @@ class Pipeline:
     def with_notes(self, *notes: str) -> Pipeline:
         """A copy with more notes appended."""
         return Pipeline(
-            self.stages, self.won, self.lost, dict(self.probabilities), self.name, self.notes + notes
+            self.stages,
+            self.won,
+            self.lost,
+            dict(self.probabilities),
+            self.name,
+            self.notes + notes,
         )
 
     # --------------------------------------------------------------- loading
@@ -275,7 +282,11 @@ class Pipeline:
         lines = ["[pipeline]"]
         if self.name:
             lines.append(f"name = {q(self.name)}")
-        lines += [f"stages = {arr(self.stages)}", f"won = {arr(self.won)}", f"lost = {arr(self.lost)}"]
+        lines += [
+            f"stages = {arr(self.stages)}",
+            f"won = {arr(self.won)}",
+            f"lost = {arr(self.lost)}",
+        ]
         if self.probabilities:
             lines += ["", "[pipeline.probabilities]"]
             lines += [f"{q(k)} = {v:g}" for k, v in self.probabilities.items()]

@@ -73,14 +73,16 @@ def _cat(values):
 
 def test_events_table_by_hand(hand10):
     deal, stage, entered, exited, nxt, amount = zip(*EXPECTED_EVENTS)
-    expected = pd.DataFrame({
-        "deal_id": pd.array(deal, dtype="string[pyarrow]"),
-        "stage": _cat(stage),
-        "entered_at": _ts(entered),
-        "exited_at": _ts(exited),
-        "next_stage": _cat(nxt),
-        "amount": np.array(amount, dtype=float),
-    })
+    expected = pd.DataFrame(
+        {
+            "deal_id": pd.array(deal, dtype="string[pyarrow]"),
+            "stage": _cat(stage),
+            "entered_at": _ts(entered),
+            "exited_at": _ts(exited),
+            "next_stage": _cat(nxt),
+            "amount": np.array(amount, dtype=float),
+        }
+    )
     pdt.assert_frame_equal(hand10.events, expected, check_dtype=True)
 
 
@@ -105,7 +107,9 @@ def test_report_counts_by_hand(hand10):
     assert r.count("same_instant") == 1
     assert r.rows_quarantined == 0
     assert r.rows_kept == 33
-    assert r.count("skipped_stage") == 3  # D03 Lead->Proposal, D07 Proposal->Won, D10 Qualified->Won
+    assert (
+        r.count("skipped_stage") == 3
+    )  # D03 Lead->Proposal, D07 Proposal->Won, D10 Qualified->Won
     assert r.count("backward_move") == 1  # D06 Proposal->Qualified
     assert r.count("reopened") == 1  # D08 Lost->Qualified
     assert r.count("no_stage_change") == 1  # D10's second Qualified row

@@ -1,10 +1,6 @@
-"""One test per validation rule: the count, the message, and rows in == kept + repaired + quarantined."""
+"""One test per validation rule: its count and message; rows in = kept + repaired + quarantined."""
 
 from __future__ import annotations
-
-import gzip
-import io
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -30,6 +26,7 @@ def balanced(r):
 
 
 # ------------------------------------------------------------------ errors
+
 
 def test_empty_file(tmp_path):
     p = tmp_path / "empty.csv"
@@ -60,8 +57,11 @@ def test_missing_column_lists_columns_and_closest(tmp_path):
 
 def test_unknown_stage_is_an_error_with_suggestion(tmp_path):
     with pytest.raises(FunnelDataError) as e:
-        read_csv_text(tmp_path, "A,Lead,2024-01-01,1\nA,Closed-Won,2024-01-05,1\n",
-                      pipeline=Pipeline(["Lead"], won=["Closed Won"], lost=["Closed Lost"]))
+        read_csv_text(
+            tmp_path,
+            "A,Lead,2024-01-01,1\nA,Closed-Won,2024-01-05,1\n",
+            pipeline=Pipeline(["Lead"], won=["Closed Won"], lost=["Closed Lost"]),
+        )
     msg = str(e.value)
     assert "'Closed-Won'" in msg and "did you mean 'Closed Won'?" in msg
     assert e.value.row == 3 and e.value.column == "stage" and e.value.rule == "unknown_stage"
@@ -91,8 +91,9 @@ def test_ambiguous_slash_dates_are_not_guessed(tmp_path):
 
 # ------------------------------------------------------------- quarantine
 
+
 def test_missing_deal_id(tmp_path):
-    d, p = read_csv_text(tmp_path, "A,Lead,2024-01-01,1\n,Lead,2024-01-02,1\n")
+    d, _p = read_csv_text(tmp_path, "A,Lead,2024-01-01,1\n,Lead,2024-01-02,1\n")
     r = balanced(d.report)
     assert r.count("missing_deal_id") == 1
     q = r.quarantined.iloc[0]
@@ -130,16 +131,20 @@ def test_malformed_row_quarantined_with_exact_row(tmp_path):
 
 
 def test_after_export(tmp_path):
-    d, _ = read_csv_text(tmp_path, "A,Lead,2024-01-01,1\nA,Demo,2030-01-02,1\n",
-                         exported_at="2024-06-01")
+    d, _ = read_csv_text(
+        tmp_path, "A,Lead,2024-01-01,1\nA,Demo,2030-01-02,1\n", exported_at="2024-06-01"
+    )
     assert balanced(d.report).count("after_export") == 1
     assert d.exported_at == pd.Timestamp("2024-06-01", tz="UTC")
 
 
 # ----------------------------------------------------------------- repairs
 
+
 def test_exact_duplicate_collapsed(tmp_path):
-    d, _ = read_csv_text(tmp_path, "A,Lead,2024-01-01,1\nA,Lead,2024-01-01,1\nA,Demo,2024-01-03,1\n")
+    d, _ = read_csv_text(
+        tmp_path, "A,Lead,2024-01-01,1\nA,Lead,2024-01-01,1\nA,Demo,2024-01-03,1\n"
+    )
     r = balanced(d.report)
     assert r.count("duplicate_row") == 1 and r.rows_repaired == 1
     assert len(d.events) == 2 and len(d.history) == 2
@@ -186,8 +191,9 @@ def test_amount_missing_is_a_note(tmp_path):
 
 def test_dst_ambiguous_and_nonexistent(tmp_path):
     # Europe/Berlin: 2024-10-27 02:30 occurs twice; 2024-03-31 02:30 does not exist
-    d, _ = read_csv_text(tmp_path, "A,Lead,2024-03-31 02:30,1\nA,Demo,2024-10-27 02:30,1\n",
-                         tz="Europe/Berlin")
+    d, _ = read_csv_text(
+        tmp_path, "A,Lead,2024-03-31 02:30,1\nA,Demo,2024-10-27 02:30,1\n", tz="Europe/Berlin"
+    )
     r = balanced(d.report)
     assert r.count("dst_ambiguous") == 1 and r.count("dst_nonexistent") == 1
     ev = d.events["entered_at"]
@@ -203,9 +209,13 @@ def test_close_date_unparseable(tmp_path):
 
 # ------------------------------------------------------------------- notes
 
+
 def test_naive_timestamps_take_tz(tmp_path):
-    d, _ = read_csv_text(tmp_path, "A,Lead,2024-01-01 09:00,1\nA,Demo,2024-01-02T09:00:00+02:00,1\n",
-                         tz="America/New_York")
+    d, _ = read_csv_text(
+        tmp_path,
+        "A,Lead,2024-01-01 09:00,1\nA,Demo,2024-01-02T09:00:00+02:00,1\n",
+        tz="America/New_York",
+    )
     r = balanced(d.report)
     assert r.count("naive_timestamp") == 1
     assert d.events["entered_at"].iloc[0] == pd.Timestamp("2024-01-01 14:00", tz="UTC")
@@ -242,11 +252,15 @@ def test_early_timestamp_note(tmp_path):
 
 
 def test_deleted_rows_salesforce(tmp_path):
-    df = pd.DataFrame({
-        "OpportunityId": ["006A", "006A"], "StageName": ["Prospecting", "Closed Won"],
-        "CreatedDate": ["2024-01-01T00:00:00.000Z", "2024-01-09T00:00:00.000Z"],
-        "Amount": ["10", "10"], "IsDeleted": ["false", "true"],
-    })
+    df = pd.DataFrame(
+        {
+            "OpportunityId": ["006A", "006A"],
+            "StageName": ["Prospecting", "Closed Won"],
+            "CreatedDate": ["2024-01-01T00:00:00.000Z", "2024-01-09T00:00:00.000Z"],
+            "Amount": ["10", "10"],
+            "IsDeleted": ["false", "true"],
+        }
+    )
     d = fs.read(df)
     r = balanced(d.report)
     assert r.layout == "salesforce" and r.count("deleted") == 1
@@ -259,8 +273,14 @@ def test_leading_zeros_kept(tmp_path):
 
 
 def test_undated_deal_note():
-    df = pd.DataFrame({"deal_id": ["a", "b"], "stage": ["Lead", "Won"],
-                       "created": [None, "2024-01-01"], "close_date": [None, "2024-01-09"]})
+    df = pd.DataFrame(
+        {
+            "deal_id": ["a", "b"],
+            "stage": ["Lead", "Won"],
+            "created": [None, "2024-01-01"],
+            "close_date": [None, "2024-01-09"],
+        }
+    )
     d = fs.read_deals(df, pipeline=PIPE, exported_at="2024-02-01")
     r = balanced(d.report)
     assert r.count("undated_deal") == 1 and r.rows_kept == 2
@@ -271,7 +291,10 @@ def test_undated_deal_note():
 def test_every_rule_is_tested():
     import pathlib
 
-    text = pathlib.Path(__file__).read_text() + (pathlib.Path(__file__).parent / "test_io.py").read_text()
+    text = (
+        pathlib.Path(__file__).read_text()
+        + (pathlib.Path(__file__).parent / "test_io.py").read_text()
+    )
     untested = [name for name in fs.RULES if f'"{name}"' not in text]
     assert not untested, f"rules without a test: {untested}"
 
@@ -281,16 +304,25 @@ def test_update_only_rows_take_current_stage_or_are_quarantined():
     from funnelstats.ingest._io import read_table
     from funnelstats.ingest.validate import Mapped, build_funnel
 
-    df = pd.DataFrame({
-        "deal": ["A", "A", "A", "B"],
-        "stage": [None, "Lead", None, None],
-        "at": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
-        "amount": ["1", "2", "3", "4"],
-    })
+    df = pd.DataFrame(
+        {
+            "deal": ["A", "A", "A", "B"],
+            "stage": [None, "Lead", None, None],
+            "at": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
+            "amount": ["1", "2", "3", "4"],
+        }
+    )
     t = read_table(df)
-    m = Mapped(table=t, layout="test", deal=df["deal"], stage=df["stage"], at=df["at"],
-               amount=df["amount"], columns={"deal": "deal", "stage": "stage", "at": "at"},
-               update_only=np.array([True, False, True, True]))
+    m = Mapped(
+        table=t,
+        layout="test",
+        deal=df["deal"],
+        stage=df["stage"],
+        at=df["at"],
+        amount=df["amount"],
+        columns={"deal": "deal", "stage": "stage", "at": "at"},
+        update_only=np.array([True, False, True, True]),
+    )
     d = build_funnel(m, pipeline=PIPE)
     r = balanced(d.report)
     assert r.count("update_before_stage") == 2  # A's first row and B's only row

@@ -14,7 +14,10 @@ import funnelstats as fs
 from funnelstats import FunnelDataError, Pipeline
 
 PIPE = Pipeline(["Lead", "Demo"], won=["Won"], lost=["Lost"])
-CSV = "deal_id,stage,timestamp,amount\nA,Lead,2024-01-01,10\nA,Won,2024-01-05,10\nB,Lead,2024-01-02,5\n"
+CSV = (
+    "deal_id,stage,timestamp,amount\n"
+    "A,Lead,2024-01-01,10\nA,Won,2024-01-05,10\nB,Lead,2024-01-02,5\n"
+)
 
 
 def check(d):
@@ -75,16 +78,23 @@ def test_parquet_and_xlsx(tmp_path):
 
 
 def test_dataframe_positions_in_errors():
-    df = pd.DataFrame({"deal_id": ["A", "A"], "stage": ["Lead", "Demo"],
-                       "timestamp": ["2024-01-01", "bad"]})
+    df = pd.DataFrame(
+        {"deal_id": ["A", "A"], "stage": ["Lead", "Demo"], "timestamp": ["2024-01-01", "bad"]}
+    )
     with pytest.raises(FunnelDataError) as e:
         fs.read_events(df, pipeline=PIPE, strict=True)
     assert "<DataFrame>, position 1, column 'timestamp'" in str(e.value)
 
 
 def test_caller_frame_not_mutated():
-    df = pd.DataFrame({"deal_id": [" A", "A"], "stage": ["Lead ", "Demo"],
-                       "timestamp": ["2024-01-01", "2024-01-02"], "amount": ["$5", "7"]})
+    df = pd.DataFrame(
+        {
+            "deal_id": [" A", "A"],
+            "stage": ["Lead ", "Demo"],
+            "timestamp": ["2024-01-01", "2024-01-02"],
+            "amount": ["$5", "7"],
+        }
+    )
     before = df.copy()
     fs.read_events(df, pipeline=PIPE)
     pd.testing.assert_frame_equal(df, before)

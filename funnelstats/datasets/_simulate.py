@@ -13,7 +13,14 @@ from scipy import optimize
 
 from .. import _columns as C
 
-__all__ = ["DEFAULT_SEGMENTS", "DEFAULT_STAGES", "Segment", "Simulation", "SimulationTruth", "simulate"]
+__all__ = [
+    "DEFAULT_SEGMENTS",
+    "DEFAULT_STAGES",
+    "Segment",
+    "Simulation",
+    "SimulationTruth",
+    "simulate",
+]
 
 DEFAULT_STAGES: tuple[str, ...] = ("Prospecting", "Qualification", "Proposal", "Negotiation")
 WON_STAGE = "Closed Won"
@@ -54,10 +61,18 @@ class Segment:
 
 DEFAULT_SEGMENTS: tuple[Segment, ...] = (
     Segment("SMB", 0.5, (0.60, 0.65, 0.75, 0.85), (7, 10, 14, 10), (14, 20, 25, 20), 8_000, 0.6),
-    Segment("Mid-Market", 0.3, (0.55, 0.60, 0.70, 0.80), (10, 14, 21, 14), (21, 28, 35, 28),
-            30_000, 0.6),
-    Segment("Enterprise", 0.2, (0.45, 0.50, 0.60, 0.70), (14, 21, 35, 21), (30, 45, 60, 40),
-            120_000, 0.7),
+    Segment(
+        "Mid-Market", 0.3, (0.55, 0.60, 0.70, 0.80), (10, 14, 21, 14), (21, 28, 35, 28), 30_000, 0.6
+    ),
+    Segment(
+        "Enterprise",
+        0.2,
+        (0.45, 0.50, 0.60, 0.70),
+        (14, 21, 35, 21),
+        (30, 45, 60, 40),
+        120_000,
+        0.7,
+    ),
 )
 
 
@@ -148,18 +163,22 @@ class SimulationTruth:
         return pd.Series(num / den, index=list(self.stages), name="p_advance")
 
     # ------------------------------------------------------- durations
-    def _stage_mixture(self, stage: str, segment: str | None) -> list[tuple[float, float, float, float]]:
+    def _stage_mixture(
+        self, stage: str, segment: str | None
+    ) -> list[tuple[float, float, float, float]]:
         """(weight, p_advance, advance scale, lost scale) over segments, by entrants."""
         s = self.stages.index(stage)
         parts = []
         for g, w in self._weights(segment):
             e, _ = self._reach(g)
-            parts.append((
-                w * e[s],
-                g.p_advance[s],
-                _weibull_scale(g.advance_median_days[s], self.shape),
-                _weibull_scale(g.lost_median_days[s], self.shape),
-            ))
+            parts.append(
+                (
+                    w * e[s],
+                    g.p_advance[s],
+                    _weibull_scale(g.advance_median_days[s], self.shape),
+                    _weibull_scale(g.lost_median_days[s], self.shape),
+                )
+            )
         total = sum(p[0] for p in parts)
         return [(w / total, p, a, b) for w, p, a, b in parts]
 
@@ -168,11 +187,14 @@ class SimulationTruth:
         t = np.asarray(t, dtype=float)
         out = np.zeros_like(t)
         for w, p, a, b in self._stage_mixture(stage, segment):
-            out += w * (p * np.exp(-((t / a) ** self.shape)) + (1 - p) * np.exp(-((t / b) ** self.shape)))
+            out += w * (
+                p * np.exp(-((t / a) ** self.shape)) + (1 - p) * np.exp(-((t / b) ** self.shape))
+            )
         return out
 
-    def cumulative_incidence(self, stage: str, t: Any, outcome: str = "advance",
-                             segment: str | None = None) -> np.ndarray:
+    def cumulative_incidence(
+        self, stage: str, t: Any, outcome: str = "advance", segment: str | None = None
+    ) -> np.ndarray:
         """True P(left ``stage`` by ``t`` days with ``outcome`` ("advance"/"lost"))."""
         t = np.asarray(t, dtype=float)
         out = np.zeros_like(t)
@@ -189,15 +211,22 @@ class SimulationTruth:
         """True median days in each open stage (all leavers, advance or lost)."""
         out = {}
         for st in self.stages:
-            out[st] = optimize.brentq(lambda x, st=st: self.survival(st, x, segment) - 0.5, 1e-9, 1e5)
+            out[st] = optimize.brentq(
+                lambda x, st=st: self.survival(st, x, segment) - 0.5, 1e-9, 1e5
+            )
         return pd.Series(out, name="median_days")
 
     def mean_time_in_stage(self, segment: str | None = None) -> pd.Series:
         """True mean days in each open stage."""
         g1 = math.gamma(1 + 1 / self.shape)
         return pd.Series(
-            {st: sum(w * (p * a + (1 - p) * b) * g1 for w, p, a, b in self._stage_mixture(st, segment))
-             for st in self.stages},
+            {
+                st: sum(
+                    w * (p * a + (1 - p) * b) * g1
+                    for w, p, a, b in self._stage_mixture(st, segment)
+                )
+                for st in self.stages
+            },
             name="mean_days",
         )
 
@@ -239,8 +268,12 @@ class Simulation:
         from ..pipeline import Pipeline
 
         return Pipeline(
-            self.truth.stages, (self.truth.won_stage,), (self.truth.lost_stage,),
-            probabilities=dict(zip(self.truth.stages, (p / 100 for p in _probabilities(len(self.truth.stages))))),
+            self.truth.stages,
+            (self.truth.won_stage,),
+            (self.truth.lost_stage,),
+            probabilities=dict(
+                zip(self.truth.stages, (p / 100 for p in _probabilities(len(self.truth.stages))))
+            ),
         )
 
     def funnel(self, **kwargs: Any) -> Any:
@@ -254,8 +287,10 @@ class Simulation:
         return read_events(self.export, **kwargs)
 
     def __repr__(self) -> str:
-        return (f"<Simulation: {len(self.outcomes):,} deals, {len(self.export):,} export rows "
-                f"({self.layout}), exported {self.truth.exported_at:%Y-%m-%d}>")
+        return (
+            f"<Simulation: {len(self.outcomes):,} deals, {len(self.export):,} export rows "
+            f"({self.layout}), exported {self.truth.exported_at:%Y-%m-%d}>"
+        )
 
 
 def _probabilities(n_open: int) -> tuple[int, ...]:
@@ -347,8 +382,12 @@ def simulate(
         raise ValueError("n_deals must be >= 0")
     rng = np.random.default_rng(seed)
     start_ts = pd.Timestamp(start)
-    start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
-    export_ts = start_ts + pd.Timedelta(days=days) if exported_at is None else pd.Timestamp(exported_at)
+    start_ts = (
+        start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
+    )
+    export_ts = (
+        start_ts + pd.Timedelta(days=days) if exported_at is None else pd.Timestamp(exported_at)
+    )
     if export_ts.tzinfo is None:
         export_ts = export_ts.tz_localize("UTC")
     truth = SimulationTruth(stages, segments, shape, skip_prob, n_deals / days, start_ts, export_ts)
@@ -361,8 +400,12 @@ def simulate(
     p_adv = np.array([g.p_advance for g in segments])
     sc_adv = np.array([[_weibull_scale(m, shape) for m in g.advance_median_days] for g in segments])
     sc_lost = np.array([[_weibull_scale(m, shape) for m in g.lost_median_days] for g in segments])
-    amount0 = np.exp(rng.normal(np.log([g.amount_median for g in segments])[seg],
-                                np.array([g.amount_sigma for g in segments])[seg]))
+    amount0 = np.exp(
+        rng.normal(
+            np.log([g.amount_median for g in segments])[seg],
+            np.array([g.amount_sigma for g in segments])[seg],
+        )
+    )
     amount0 = np.round(amount0, -1)
 
     # ---- the stage walk, vectorised over deals
@@ -411,23 +454,27 @@ def simulate(
         ns = start_ts.value + np.round(days_from_start * 86_400).astype(np.int64) * 10**9
         return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
 
-    complete = pd.DataFrame({
-        C.DEAL_ID: ids[deal_a],
-        C.STAGE: names[stage_a],
-        C.ENTERED_AT: to_ts(t_a),
-        C.AMOUNT: amount0[deal_a],
-        "segment": np.array([g.name for g in segments], dtype=object)[seg[deal_a]],
-    })
+    complete = pd.DataFrame(
+        {
+            C.DEAL_ID: ids[deal_a],
+            C.STAGE: names[stage_a],
+            C.ENTERED_AT: to_ts(t_a),
+            C.AMOUNT: amount0[deal_a],
+            "segment": np.array([g.name for g in segments], dtype=object)[seg[deal_a]],
+        }
+    )
     outcome = np.where(final == s_n, C.WON, np.where(final == s_n + 1, C.LOST, C.OPEN))
-    outcomes = pd.DataFrame({
-        C.DEAL_ID: ids,
-        "segment": np.array([g.name for g in segments], dtype=object)[seg],
-        C.CREATED_AT: to_ts(created),
-        C.OUTCOME: outcome,
-        C.CLOSED_AT: to_ts(closed_t),
-        C.AMOUNT: amount0,
-        C.FURTHEST_STAGE: names[np.where(final == s_n, s_n, furthest)],
-    })
+    outcomes = pd.DataFrame(
+        {
+            C.DEAL_ID: ids,
+            "segment": np.array([g.name for g in segments], dtype=object)[seg],
+            C.CREATED_AT: to_ts(created),
+            C.OUTCOME: outcome,
+            C.CLOSED_AT: to_ts(closed_t),
+            C.AMOUNT: amount0,
+            C.FURTHEST_STAGE: names[np.where(final == s_n, s_n, furthest)],
+        }
+    )
 
     export_days = (export_ts.value - start_ts.value) / day_ns
     visible = t_a <= export_days
@@ -437,7 +484,7 @@ def simulate(
 
     # ---- Salesforce layout: stage rows plus amount / close-date update rows
     sd, ss, st = deal_a[visible], stage_a[visible], t_a[visible]
-    amt = amount0[sd].copy()
+    amount0[sd].copy()
     # expected close date: created + a segment-typical cycle, pushed on updates
     exp_close = created[sd] + 45 + 15 * seg[sd]
     terminal = ss >= s_n
@@ -454,10 +501,16 @@ def simulate(
     rows_stage = np.r_[ss, ss[u_idx]]
     rows_t = np.r_[st, u_t]
     rows_factor = np.r_[np.ones(len(sd)), factor]
-    rows_push = np.r_[np.zeros(len(sd)), (rng.random(len(u_idx)) < 0.5) * rng.integers(7, 31, len(u_idx))]
+    rows_push = np.r_[
+        np.zeros(len(sd)), (rng.random(len(u_idx)) < 0.5) * rng.integers(7, 31, len(u_idx))
+    ]
     o = np.lexsort((np.r_[np.zeros(len(sd)), np.ones(len(u_idx))], rows_t, rows_deal))
     rows_deal, rows_stage, rows_t, rows_factor, rows_push = (
-        rows_deal[o], rows_stage[o], rows_t[o], rows_factor[o], rows_push[o]
+        rows_deal[o],
+        rows_stage[o],
+        rows_t[o],
+        rows_factor[o],
+        rows_push[o],
     )
     new_deal = np.r_[True, rows_deal[1:] != rows_deal[:-1]]
     grp = np.cumsum(new_deal)
@@ -469,28 +522,31 @@ def simulate(
     close_rows[is_term] = rows_t[is_term]
     # the won deal's final amount is the last amount seen
     prob = np.array([*_probabilities(s_n), 100, 0])[rows_stage]
-    forecast = np.array([*(_FORECAST if s_n == 4 else ("Pipeline",) * s_n), "Closed", "Omitted"],
-                        dtype=object)[rows_stage]
+    forecast = np.array(
+        [*(_FORECAST if s_n == 4 else ("Pipeline",) * s_n), "Closed", "Omitted"], dtype=object
+    )[rows_stage]
     created_ts = to_ts(rows_t)
     stamp = created_ts.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     close_date = to_ts(np.floor(close_rows)).strftime("%Y-%m-%d")
     m = len(rows_deal)
     users = np.array([f"005{i:012d}AAA" for i in range(1, 13)], dtype=object)
     owner = rng.integers(0, len(users), size=n)
-    export = pd.DataFrame({
-        "Id": _sf_ids("008", m, rng),
-        "OpportunityId": ids[rows_deal],
-        "CreatedById": users[owner[rows_deal]],
-        "CreatedDate": stamp,
-        "StageName": names[rows_stage],
-        "Amount": amount_rows,
-        "ExpectedRevenue": np.round(amount_rows * prob / 100.0, 2),
-        "CloseDate": close_date,
-        "Probability": prob,
-        "ForecastCategory": forecast,
-        "IsDeleted": "false",
-        "SystemModstamp": stamp,
-    })
+    export = pd.DataFrame(
+        {
+            "Id": _sf_ids("008", m, rng),
+            "OpportunityId": ids[rows_deal],
+            "CreatedById": users[owner[rows_deal]],
+            "CreatedDate": stamp,
+            "StageName": names[rows_stage],
+            "Amount": amount_rows,
+            "ExpectedRevenue": np.round(amount_rows * prob / 100.0, 2),
+            "CloseDate": close_date,
+            "Probability": prob,
+            "ForecastCategory": forecast,
+            "IsDeleted": "false",
+            "SystemModstamp": stamp,
+        }
+    )
     if deleted_rows > 0 and m:
         k = int(round(deleted_rows * m))
         pick = rng.choice(m, size=k, replace=False)
@@ -499,7 +555,9 @@ def simulate(
         dele["IsDeleted"] = "true"
         dele["Amount"] = np.round(dele["Amount"] * 1.5, 2)
         export = pd.concat([export, dele], ignore_index=True)
-        export = export.sort_values(["OpportunityId", "CreatedDate"], kind="stable").reset_index(drop=True)
+        export = export.sort_values(["OpportunityId", "CreatedDate"], kind="stable").reset_index(
+            drop=True
+        )
 
     # ---- Opportunity export: state at the export date
     last = np.r_[rows_deal[1:] != rows_deal[:-1], True]
@@ -510,23 +568,26 @@ def simulate(
     cur_close = np.full(n, np.nan)
     cur_close[rows_deal[last]] = close_rows[last]
     seen = cur_stage >= 0
-    lead_sources = np.array(["Web", "Partner Referral", "Trade Show", "Phone Inquiry", "Outbound"],
-                            dtype=object)
+    lead_sources = np.array(
+        ["Web", "Partner Referral", "Trade Show", "Phone Inquiry", "Outbound"], dtype=object
+    )
     types = np.array(["New Business", "Existing Business"], dtype=object)
-    opp = pd.DataFrame({
-        "Id": ids,
-        "Name": [f"Opportunity {i + 1}" for i in range(n)],
-        "StageName": names[np.maximum(cur_stage, 0)],
-        "Amount": cur_amount,
-        "CloseDate": to_ts(np.floor(np.nan_to_num(cur_close))).strftime("%Y-%m-%d"),
-        "IsClosed": np.where(cur_stage >= s_n, "true", "false"),
-        "IsWon": np.where(cur_stage == s_n, "true", "false"),
-        "CreatedDate": to_ts(created).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        "Type": types[rng.integers(0, 2, size=n)],
-        "LeadSource": lead_sources[rng.integers(0, len(lead_sources), size=n)],
-        "OwnerId": users[owner],
-        "Segment": np.array([g.name for g in segments], dtype=object)[seg],
-    })[seen].reset_index(drop=True)
+    opp = pd.DataFrame(
+        {
+            "Id": ids,
+            "Name": [f"Opportunity {i + 1}" for i in range(n)],
+            "StageName": names[np.maximum(cur_stage, 0)],
+            "Amount": cur_amount,
+            "CloseDate": to_ts(np.floor(np.nan_to_num(cur_close))).strftime("%Y-%m-%d"),
+            "IsClosed": np.where(cur_stage >= s_n, "true", "false"),
+            "IsWon": np.where(cur_stage == s_n, "true", "false"),
+            "CreatedDate": to_ts(created).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "Type": types[rng.integers(0, 2, size=n)],
+            "LeadSource": lead_sources[rng.integers(0, len(lead_sources), size=n)],
+            "OwnerId": users[owner],
+            "Segment": np.array([g.name for g in segments], dtype=object)[seg],
+        }
+    )[seen].reset_index(drop=True)
     return Simulation(export, opp, outcomes, complete, truth, layout)
 
 

@@ -53,14 +53,29 @@ def _has_any(cols: set[str], names: tuple[str, ...]) -> bool:
 
 # (layout, what it needs, test) in the order they are tried
 _DETECTORS: list[tuple[str, str, Any]] = [
-    ("salesforce", "OpportunityId, StageName, CreatedDate",
-     lambda c: _has(c, "OpportunityId", "StageName", "CreatedDate")),
-    ("generic", "a deal id, a stage and a timestamp column (deal_id, stage, entered_at/timestamp)",
-     lambda c: _has_any(c, DEAL_CANDIDATES) and _has_any(c, STAGE_CANDIDATES)
-     and _has_any(c, AT_CANDIDATES)),
-    ("deals", "a deal id, a current stage and a created date (deal_id, deal_stage, created_at)",
-     lambda c: _has_any(c, DEAL_CANDIDATES) and _has_any(c, DEAL_STAGE_CANDIDATES)
-     and _has_any(c, CREATED_CANDIDATES)),
+    (
+        "salesforce",
+        "OpportunityId, StageName, CreatedDate",
+        lambda c: _has(c, "OpportunityId", "StageName", "CreatedDate"),
+    ),
+    (
+        "generic",
+        "a deal id, a stage and a timestamp column (deal_id, stage, entered_at/timestamp)",
+        lambda c: (
+            _has_any(c, DEAL_CANDIDATES)
+            and _has_any(c, STAGE_CANDIDATES)
+            and _has_any(c, AT_CANDIDATES)
+        ),
+    ),
+    (
+        "deals",
+        "a deal id, a current stage and a created date (deal_id, deal_stage, created_at)",
+        lambda c: (
+            _has_any(c, DEAL_CANDIDATES)
+            and _has_any(c, DEAL_STAGE_CANDIDATES)
+            and _has_any(c, CREATED_CANDIDATES)
+        ),
+    ),
 ]
 
 
@@ -83,7 +98,8 @@ def detect_layout(columns: Any) -> str:
             return name
     known = "; ".join(f"{name}: {needs}" for name, needs, _ in _DETECTORS)
     raise UnknownLayoutError(
-        f"unrecognised export layout (columns: {sorted(map(str, columns))}). Known layouts: {known}. "
+        f"unrecognised export layout (columns: {sorted(map(str, columns))}). "
+        f"Known layouts: {known}. "
         "Name the columns with read_events(deal=, stage=, at=) or read_deals(...)",
         rule="unknown_layout",
     )
@@ -109,8 +125,10 @@ def read(source: Source, *, layout: str | None = None, **kwargs: Any) -> FunnelD
     'salesforce'
     """
     encoding = kwargs.get("encoding")
-    table = source if isinstance(source, Table) else read_table(
-        source, encoding=encoding, sheet_name=kwargs.get("sheet_name")
+    table = (
+        source
+        if isinstance(source, Table)
+        else read_table(source, encoding=encoding, sheet_name=kwargs.get("sheet_name"))
     )
     if layout is None:
         try:

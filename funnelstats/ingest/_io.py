@@ -49,11 +49,18 @@ class Table:
     malformed: list[tuple[int, str, str]] = field(default_factory=list)  # (row, text, reason)
     notes: list[str] = field(default_factory=list)
 
-    def error(self, message: str, *, position: int | None = None, column: str | None = None,
-              rule: str | None = None) -> FunnelDataError:
+    def error(
+        self,
+        message: str,
+        *,
+        position: int | None = None,
+        column: str | None = None,
+        rule: str | None = None,
+    ) -> FunnelDataError:
         row = int(self.rows[position]) if position is not None else None
-        return FunnelDataError(message, file=self.name, row=row, column=column, rule=rule,
-                               row_word=self.row_word)
+        return FunnelDataError(
+            message, file=self.name, row=row, column=column, rule=rule, row_word=self.row_word
+        )
 
 
 def source_name(source: Any) -> str:
@@ -80,8 +87,9 @@ def read_table(
         frame = source.reset_index(drop=True)
         if frame.columns.duplicated().any():
             dup = sorted(set(frame.columns[frame.columns.duplicated()].astype(str)))
-            raise FunnelDataError(f"duplicate column names {dup}", file="<DataFrame>",
-                                  rule="missing_column")
+            raise FunnelDataError(
+                f"duplicate column names {dup}", file="<DataFrame>", rule="missing_column"
+            )
         return Table(frame, "<DataFrame>", np.arange(len(frame)), row_word="position")
 
     name = source_name(source)
@@ -92,13 +100,18 @@ def read_table(
         notes.append(inner)
     if suffix in _PARQUET_SUFFIXES or raw[:4] == b"PAR1":
         return _read_parquet(raw, name, notes)
-    if suffix in _EXCEL_SUFFIXES or raw[:4] == b"PK\x03\x04" or raw[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+    if (
+        suffix in _EXCEL_SUFFIXES
+        or raw[:4] == b"PK\x03\x04"
+        or raw[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+    ):
         return _read_excel(raw, name, notes, sheet_name)
     if suffix == ".json":
         raise FunnelDataError(
             "JSON input is read by the adapters that expect it (read_hubspot); "
             "read_events takes CSV, Parquet or XLSX",
-            file=name, rule="unsupported_input",
+            file=name,
+            rule="unsupported_input",
         )
     return _read_text(raw, name, notes, encoding=encoding, delimiter=delimiter)
 
@@ -127,7 +140,9 @@ def _read_bytes(source: Any, name: str) -> tuple[bytes, str]:
 
 def _decompress(raw: bytes, suffix: str, name: str) -> tuple[bytes, str, str | None]:
     kind = next((k for m, k in _MAGIC.items() if raw.startswith(m)), None)
-    inner_suffix = Path(Path(name).stem).suffix.lower() if suffix in _COMPRESSION_SUFFIXES else suffix
+    inner_suffix = (
+        Path(Path(name).stem).suffix.lower() if suffix in _COMPRESSION_SUFFIXES else suffix
+    )
     try:
         if kind == "gzip":
             return gzip.decompress(raw), inner_suffix, "read from a gzip file"
@@ -144,20 +159,26 @@ def _decompress(raw: bytes, suffix: str, name: str) -> tuple[bytes, str, str | N
                     names = [m.filename for m in members]
                     raise FunnelDataError(
                         f"a zip file must hold exactly one file; this one holds {names}",
-                        file=name, rule="unsupported_input",
+                        file=name,
+                        rule="unsupported_input",
                     )
                 member = members[0]
-                return (zf.read(member), Path(member.filename).suffix.lower(),
-                        f"read {member.filename!r} from a zip file")
+                return (
+                    zf.read(member),
+                    Path(member.filename).suffix.lower(),
+                    f"read {member.filename!r} from a zip file",
+                )
     except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as exc:
-        raise FunnelDataError(f"the compressed file is damaged ({exc})", file=name,
-                              rule="unsupported_input") from None
+        raise FunnelDataError(
+            f"the compressed file is damaged ({exc})", file=name, rule="unsupported_input"
+        ) from None
     if kind in ("zstd", "7z", "rar") or suffix in {".zst", ".7z", ".rar", ".z"}:
         label = kind or suffix.lstrip(".")
         raise FunnelDataError(
             f"{label} compression is not supported; decompress the file, or use gzip, bz2, "
             "xz or zip",
-            file=name, rule="unsupported_input",
+            file=name,
+            rule="unsupported_input",
         )
     return raw, suffix, None
 
@@ -167,8 +188,9 @@ def _decode(raw: bytes, encoding: str | None, name: str, notes: list[str]) -> st
         try:
             text = raw.decode(encoding)
         except (UnicodeDecodeError, LookupError) as exc:
-            raise FunnelDataError(f"cannot decode as {encoding}: {exc}", file=name,
-                                  rule="unsupported_input") from None
+            raise FunnelDataError(
+                f"cannot decode as {encoding}: {exc}", file=name, rule="unsupported_input"
+            ) from None
     elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = raw.decode("utf-16")
         notes.append("decoded as UTF-16")
@@ -226,8 +248,9 @@ def _dedupe(names: list[str], notes: list[str]) -> list[str]:
     return out
 
 
-def _read_text(raw: bytes, name: str, notes: list[str], *, encoding: str | None,
-               delimiter: str | None) -> Table:
+def _read_text(
+    raw: bytes, name: str, notes: list[str], *, encoding: str | None, delimiter: str | None
+) -> Table:
     if not raw.strip():
         raise FunnelDataError("the file is empty", file=name, rule="empty_file")
     text = _decode(raw, encoding, name, notes)
@@ -268,13 +291,15 @@ def _read_text(raw: bytes, name: str, notes: list[str], *, encoding: str | None,
     if frame is None:  # quoted newlines, ragged rows: the exact but slower path
         frame, rows, malformed = _read_text_python(text, names, delim)
     if len(frame) == 0 and not malformed:
-        raise FunnelDataError("the file has a header but no data rows", file=name,
-                              rule="header_only")
+        raise FunnelDataError(
+            "the file has a header but no data rows", file=name, rule="header_only"
+        )
     return Table(frame, name, rows, malformed=malformed, notes=notes)
 
 
-def _read_text_python(text: str, names: list[str], delim: str
-                      ) -> tuple[pd.DataFrame, np.ndarray, list[tuple[int, str, str]]]:
+def _read_text_python(
+    text: str, names: list[str], delim: str
+) -> tuple[pd.DataFrame, np.ndarray, list[tuple[int, str, str]]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
     next(reader)
     width = len(names)
@@ -307,12 +332,14 @@ def _read_parquet(raw: bytes, name: str, notes: list[str]) -> Table:
     try:
         table = pq.read_table(io.BytesIO(raw))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise FunnelDataError(f"not a readable Parquet file ({exc})", file=name,
-                              rule="unsupported_input") from None
+        raise FunnelDataError(
+            f"not a readable Parquet file ({exc})", file=name, rule="unsupported_input"
+        ) from None
     frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
     if len(frame) == 0:
-        raise FunnelDataError("the file has a header but no data rows", file=name,
-                              rule="header_only")
+        raise FunnelDataError(
+            "the file has a header but no data rows", file=name, rule="header_only"
+        )
     return Table(frame, name, np.arange(len(frame)) + 2, notes=notes)
 
 
@@ -321,17 +348,20 @@ def _read_excel(raw: bytes, name: str, notes: list[str], sheet_name: str | int |
         import openpyxl  # noqa: F401
     except ImportError:  # pragma: no cover - depends on the environment
         raise FunnelDataError(
-            "reading XLSX needs openpyxl: pip install 'funnelstats[xlsx]'", file=name,
+            "reading XLSX needs openpyxl: pip install 'funnelstats[xlsx]'",
+            file=name,
             rule="unsupported_input",
         ) from None
     try:
         frame = pd.read_excel(io.BytesIO(raw), sheet_name=sheet_name or 0, dtype=str)
     except ValueError as exc:
-        raise FunnelDataError(f"cannot read the workbook ({exc})", file=name,
-                              rule="unsupported_input") from None
+        raise FunnelDataError(
+            f"cannot read the workbook ({exc})", file=name, rule="unsupported_input"
+        ) from None
     frame.columns = _dedupe([str(c).strip() for c in frame.columns], notes)
     frame = frame.astype("string[pyarrow]")
     if len(frame) == 0:
-        raise FunnelDataError("the sheet has a header but no data rows", file=name,
-                              rule="header_only")
+        raise FunnelDataError(
+            "the sheet has a header but no data rows", file=name, rule="header_only"
+        )
     return Table(frame, name, np.arange(len(frame)) + 2, notes=notes)

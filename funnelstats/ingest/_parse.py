@@ -87,7 +87,12 @@ def parse_timestamps(
     values = values.reset_index(drop=True)
     dt = values.dtype
     if isinstance(dt, pd.DatetimeTZDtype):
-        ns = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
+        ns = (
+            values.dt.tz_convert("UTC")
+            .dt.tz_localize(None)
+            .to_numpy("datetime64[ns]")
+            .view(np.int64)
+        )
         miss = ns == NAT
         return ParsedTimes(ns.copy(), miss, z.copy(), z.copy(), z.copy(), z.copy(), notes)
     if pd.api.types.is_datetime64_dtype(dt):
@@ -111,8 +116,9 @@ def parse_timestamps(
     # numbers written as text: epoch seconds / milliseconds or Excel serials
     digits = s.str.match(_DIGITS).to_numpy(dtype=bool, na_value=False)
     if digits[present].all():
-        return _parse_numeric(pd.to_numeric(s, errors="coerce").to_numpy("float64", na_value=np.nan),
-                              tz, notes)
+        return _parse_numeric(
+            pd.to_numeric(s, errors="coerce").to_numpy("float64", na_value=np.nan), tz, notes
+        )
 
     slash = s.str.match(_SLASH).to_numpy(dtype=bool, na_value=False)
     result = ParsedTimes(ns, miss, np.zeros(n, dtype=bool), naive, amb, gap, notes)
@@ -272,7 +278,11 @@ def parse_amounts(values: pd.Series) -> ParsedAmounts:
     text = np.zeros(n, dtype=bool)
     not_numeric = np.zeros(n, dtype=bool)
     if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
-        x = values.astype("float64").to_numpy(na_value=np.nan) if hasattr(values, "array") else values
+        x = (
+            values.astype("float64").to_numpy(na_value=np.nan)
+            if hasattr(values, "array")
+            else values
+        )
         x = np.asarray(x, dtype=np.float64).copy()
         missing = np.isnan(x)
     else:

@@ -20,11 +20,27 @@ __all__ = ["read_deals", "read_events"]
 
 PipelineLike = Pipeline | Mapping[str, Any] | str | PathLike[str] | None
 
-DEAL_CANDIDATES = ("deal_id", "deal", "opportunity_id", "opportunityid", "deal id", "record id",
-                   "id")
+DEAL_CANDIDATES = (
+    "deal_id",
+    "deal",
+    "opportunity_id",
+    "opportunityid",
+    "deal id",
+    "record id",
+    "id",
+)
 STAGE_CANDIDATES = ("stage", "stage_name", "stagename", "deal_stage", "dealstage")
-AT_CANDIDATES = ("entered_at", "timestamp", "changed_at", "change_date", "event_time", "at",
-                 "time", "date", "createddate")
+AT_CANDIDATES = (
+    "entered_at",
+    "timestamp",
+    "changed_at",
+    "change_date",
+    "event_time",
+    "at",
+    "time",
+    "date",
+    "createddate",
+)
 AMOUNT_CANDIDATES = ("amount", "value", "deal_value", "deal_amount")
 CLOSE_CANDIDATES = ("close_date", "closedate", "expected_close_date", "expected_close")
 CURRENCY_CANDIDATES = ("currency", "currency_code", "currencyisocode")
@@ -47,7 +63,9 @@ def _table(source: Source | Table, encoding: str | None, sheet_name: Any) -> Tab
     return read_table(source, encoding=encoding, sheet_name=sheet_name)
 
 
-def _attributes(table: Table, attributes: Sequence[str] | None, used: set[str]) -> pd.DataFrame | None:
+def _attributes(
+    table: Table, attributes: Sequence[str] | None, used: set[str]
+) -> pd.DataFrame | None:
     cols = [str(c) for c in table.frame.columns]
     if attributes is None:
         names = [c for c in cols if c not in used]
@@ -159,20 +177,46 @@ def read_events(
         close_date=f[close_c] if close_c else None,
         currency=f[cur_c] if cur_c else None,
         attributes=_attributes(table, attributes, used),
-        columns={"deal": deal_c, "stage": stage_c, "at": at_c, "amount": amount_c or "",
-                 "close_date": close_c or "", "currency": cur_c or ""},
+        columns={
+            "deal": deal_c,
+            "stage": stage_c,
+            "at": at_c,
+            "amount": amount_c or "",
+            "close_date": close_c or "",
+            "currency": cur_c or "",
+        },
     )
     return build_funnel(
-        mapped, pipeline=as_pipeline(pipeline), tz=tz, strict=strict, exported_at=exported_at,
-        on_unknown_stage=on_unknown_stage, dayfirst=dayfirst,
+        mapped,
+        pipeline=as_pipeline(pipeline),
+        tz=tz,
+        strict=strict,
+        exported_at=exported_at,
+        on_unknown_stage=on_unknown_stage,
+        dayfirst=dayfirst,
     )
 
 
 DEAL_STAGE_CANDIDATES = ("deal_stage", "stage", "stage_name", "stagename", "dealstage", "status")
-CREATED_CANDIDATES = ("created_at", "created", "created_date", "createddate", "create_date",
-                      "createdon", "add_time", "engage_date")
-CLOSED_CANDIDATES = ("closed_at", "close_date", "closed_date", "closedate", "actual_close_date",
-                     "actualclosedate", "close_time")
+CREATED_CANDIDATES = (
+    "created_at",
+    "created",
+    "created_date",
+    "createddate",
+    "create_date",
+    "createdon",
+    "add_time",
+    "engage_date",
+)
+CLOSED_CANDIDATES = (
+    "closed_at",
+    "close_date",
+    "closed_date",
+    "closedate",
+    "actual_close_date",
+    "actualclosedate",
+    "close_time",
+)
 VALUE_CANDIDATES = ("amount", "value", "close_value", "deal_value", "actualvalue")
 
 
@@ -248,7 +292,7 @@ def read_deals(
     cur_c = resolve_column(table, currency, CURRENCY_CANDIDATES, "currency", required=False)
     used = {c for c in (deal_c, stage_c, created_c, closed_c, amount_c, cur_c) if c}
     f = table.frame
-    n = len(f)
+    len(f)
     pipe = as_pipeline(pipeline)
     stages = f[stage_c].astype("string").str.strip()
     if pipe is None:
@@ -274,10 +318,16 @@ def read_deals(
     first_pos = np.flatnonzero(~undated)
     close_pos = np.flatnonzero(terminal & ~undated)
     pos = np.r_[first_pos, close_pos]
-    first_stage = np.where(terminal[first_pos], start if start else stages.iloc[first_pos],
-                           stages.iloc[first_pos].to_numpy(dtype=object, na_value=None))
-    closed_vals = (f[closed_c].iloc[close_pos].to_numpy(dtype=object, na_value=None)
-                   if closed_c else np.full(len(close_pos), None, dtype=object))
+    first_stage = np.where(
+        terminal[first_pos],
+        start if start else stages.iloc[first_pos],
+        stages.iloc[first_pos].to_numpy(dtype=object, na_value=None),
+    )
+    closed_vals = (
+        f[closed_c].iloc[close_pos].to_numpy(dtype=object, na_value=None)
+        if closed_c
+        else np.full(len(close_pos), None, dtype=object)
+    )
     at_vals = np.r_[f[created_c].iloc[first_pos].to_numpy(dtype=object, na_value=None), closed_vals]
     # a closed deal without its created date: the outcome is all that is known
     first_missing = no_created[first_pos]
@@ -294,28 +344,36 @@ def read_deals(
         table=table,
         layout="deals",
         deal=f[deal_c].iloc[pos].reset_index(drop=True),
-        stage=pd.Series(np.r_[first_stage, stages.iloc[close_pos].to_numpy(dtype=object, na_value=None)],
-                        dtype="string[pyarrow]"),
+        stage=pd.Series(
+            np.r_[first_stage, stages.iloc[close_pos].to_numpy(dtype=object, na_value=None)],
+            dtype="string[pyarrow]",
+        ),
         at=pd.Series(at_vals, dtype="string[pyarrow]"),
         amount=take(amount_c),
         currency=take(cur_c),
         attributes=None if attrs is None else attrs.iloc[pos].reset_index(drop=True),
         pos=pos,
-        columns={"deal": deal_c, "stage": stage_c,
-                 "at": f"{created_c}/{closed_c}" if closed_c else created_c,
-                 "amount": amount_c or "", "currency": cur_c or ""},
+        columns={
+            "deal": deal_c,
+            "stage": stage_c,
+            "at": f"{created_c}/{closed_c}" if closed_c else created_c,
+            "amount": amount_c or "",
+            "currency": cur_c or "",
+        },
         has_stage_history=False,
     )
     if undated.any():
-        und = pd.DataFrame({
-            C.DEAL_ID: deal_raw[undated].astype("string[pyarrow]").to_numpy(),
-            C.CREATED_AT: pd.NaT,
-            C.OUTCOME: C.OPEN,
-            C.CLOSED_AT: pd.NaT,
-            C.AMOUNT: np.nan,
-            C.STAGE: stages[undated].to_numpy(dtype=object),
-            C.FURTHEST_STAGE: stages[undated].to_numpy(dtype=object),
-        })
+        und = pd.DataFrame(
+            {
+                C.DEAL_ID: deal_raw[undated].astype("string[pyarrow]").to_numpy(),
+                C.CREATED_AT: pd.NaT,
+                C.OUTCOME: C.OPEN,
+                C.CLOSED_AT: pd.NaT,
+                C.AMOUNT: np.nan,
+                C.STAGE: stages[undated].to_numpy(dtype=object),
+                C.FURTHEST_STAGE: stages[undated].to_numpy(dtype=object),
+            }
+        )
         und[C.CREATED_AT] = pd.to_datetime(und[C.CREATED_AT], utc=True)
         und[C.CLOSED_AT] = pd.to_datetime(und[C.CLOSED_AT], utc=True)
         if amount_c:
@@ -339,7 +397,12 @@ def read_deals(
             "created date taken as the close date"
         )
     data = build_funnel(
-        mapped, pipeline=pipe, tz=tz, strict=strict, exported_at=exported_at,
-        on_unknown_stage=on_unknown_stage, dayfirst=dayfirst,
+        mapped,
+        pipeline=pipe,
+        tz=tz,
+        strict=strict,
+        exported_at=exported_at,
+        on_unknown_stage=on_unknown_stage,
+        dayfirst=dayfirst,
     )
     return data

@@ -41,52 +41,95 @@ RULES: dict[str, Rule] = _rules(
     Rule("empty_file", "error", "The input has no bytes, or no header."),
     Rule("header_only", "error", "The input has a header but no data rows."),
     Rule("missing_column", "error", "A required column is absent; the closest match is suggested."),
-    Rule("unknown_stage", "error",
-         "A stage is not in the given pipeline; near misses are suggested, never guessed."),
-    Rule("ambiguous_date_format", "error",
-         "Dates like 03/04/2024 could be day-first or month-first; pass dayfirst=."),
+    Rule(
+        "unknown_stage",
+        "error",
+        "A stage is not in the given pipeline; near misses are suggested, never guessed.",
+    ),
+    Rule(
+        "ambiguous_date_format",
+        "error",
+        "Dates like 03/04/2024 could be day-first or month-first; pass dayfirst=.",
+    ),
     Rule("unsupported_input", "error", "The file type or compression cannot be read."),
     # quarantine: the row is set aside with its reason
     Rule("missing_deal_id", "quarantine", "The deal id is empty."),
     Rule("missing_stage", "quarantine", "The stage is empty."),
     Rule("missing_timestamp", "quarantine", "The time of the stage change is empty."),
     Rule("unparseable_timestamp", "quarantine", "The time of the stage change cannot be read."),
-    Rule("malformed_row", "quarantine", "The row has a different number of fields than the header."),
-    Rule("unknown_stage_row", "quarantine",
-         "The stage is not in the pipeline (with on_unknown_stage='quarantine')."),
+    Rule(
+        "malformed_row", "quarantine", "The row has a different number of fields than the header."
+    ),
+    Rule(
+        "unknown_stage_row",
+        "quarantine",
+        "The stage is not in the pipeline (with on_unknown_stage='quarantine').",
+    ),
     Rule("after_export", "quarantine", "The row is dated after the export date given."),
     Rule("deleted", "quarantine", "The CRM marks the row as deleted."),
-    Rule("update_before_stage", "quarantine",
-         "A field update comes before the deal's first known stage."),
+    Rule(
+        "update_before_stage",
+        "quarantine",
+        "A field update comes before the deal's first known stage.",
+    ),
     # repairs: the row is changed or merged, and counted
     Rule("duplicate_row", "repair", "An exact duplicate of an earlier row; collapsed into it."),
-    Rule("same_instant", "repair",
-         "Two stage changes of one deal at the same instant; ordered by pipeline order."),
+    Rule(
+        "same_instant",
+        "repair",
+        "Two stage changes of one deal at the same instant; ordered by pipeline order.",
+    ),
     Rule("stage_whitespace", "repair", "Leading or trailing spaces removed from a stage name."),
     Rule("deal_id_whitespace", "repair", "Leading or trailing spaces removed from a deal id."),
-    Rule("amount_text", "repair",
-         "An amount written as text ($1,234.50, 1.234,50 €, (500)) read as a number."),
+    Rule(
+        "amount_text",
+        "repair",
+        "An amount written as text ($1,234.50, 1.234,50 €, (500)) read as a number.",
+    ),
     Rule("amount_not_numeric", "repair", "An amount that is not a number; set to NaN."),
     Rule("amount_negative", "repair", "A negative amount; set to NaN."),
     Rule("amount_not_finite", "repair", "An infinite amount; set to NaN."),
-    Rule("dst_ambiguous", "repair",
-         "A local time that occurs twice (DST ends); the first occurrence is taken."),
-    Rule("dst_nonexistent", "repair",
-         "A local time that does not exist (DST starts); moved forward to the first valid time."),
-    Rule("close_date_unparseable", "repair", "An expected close date that cannot be read; left empty."),
+    Rule(
+        "dst_ambiguous",
+        "repair",
+        "A local time that occurs twice (DST ends); the first occurrence is taken.",
+    ),
+    Rule(
+        "dst_nonexistent",
+        "repair",
+        "A local time that does not exist (DST starts); moved forward to the first valid time.",
+    ),
+    Rule(
+        "close_date_unparseable",
+        "repair",
+        "An expected close date that cannot be read; left empty.",
+    ),
     # notes: kept as is, counted
-    Rule("naive_timestamp", "note", "A timestamp without a zone; read in the tz= given (default UTC)."),
+    Rule(
+        "naive_timestamp",
+        "note",
+        "A timestamp without a zone; read in the tz= given (default UTC).",
+    ),
     Rule("amount_missing", "note", "No amount; kept as NaN."),
-    Rule("no_stage_change", "note",
-         "A row that repeats the deal's current stage: it updates amount or close date only."),
-    Rule("skipped_stage", "note",
-         "A forward move that skips open stages; the skipped stages count as reached."),
+    Rule(
+        "no_stage_change",
+        "note",
+        "A row that repeats the deal's current stage: it updates amount or close date only.",
+    ),
+    Rule(
+        "skipped_stage",
+        "note",
+        "A forward move that skips open stages; the skipped stages count as reached.",
+    ),
     Rule("backward_move", "note", "A move to an earlier open stage; kept as an event."),
     Rule("reopened", "note", "A row after a won or lost stage (the deal was reopened); kept."),
     Rule("early_timestamp", "note", "A timestamp before 1990; kept, but check the source."),
-    Rule("undated_deal", "note",
-         "A deal with no created date (deal-level exports): kept in the deals table, "
-         "without events."),
+    Rule(
+        "undated_deal",
+        "note",
+        "A deal with no created date (deal-level exports): kept in the deals table, "
+        "without events.",
+    ),
 )
 
 

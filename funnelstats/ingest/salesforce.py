@@ -18,8 +18,17 @@ __all__ = ["SALESFORCE_HISTORY_COLUMNS", "read_salesforce"]
 
 #: Columns of a classic OpportunityHistory export (newer orgs add more).
 SALESFORCE_HISTORY_COLUMNS = (
-    "Id", "OpportunityId", "CreatedById", "CreatedDate", "StageName", "Amount",
-    "ExpectedRevenue", "CloseDate", "Probability", "ForecastCategory", "IsDeleted",
+    "Id",
+    "OpportunityId",
+    "CreatedById",
+    "CreatedDate",
+    "StageName",
+    "Amount",
+    "ExpectedRevenue",
+    "CloseDate",
+    "Probability",
+    "ForecastCategory",
+    "IsDeleted",
     "SystemModstamp",
 )
 
@@ -27,7 +36,9 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 
 
 def _truthy(s: pd.Series) -> np.ndarray:
-    return s.astype("string").str.strip().str.lower().isin(_TRUE).to_numpy(dtype=bool, na_value=False)
+    return (
+        s.astype("string").str.strip().str.lower().isin(_TRUE).to_numpy(dtype=bool, na_value=False)
+    )
 
 
 def read_salesforce(
@@ -107,8 +118,10 @@ def read_salesforce(
     opp_flags: pd.DataFrame | None = None
     created = None
     if opportunities is not None:
-        opp_table = opportunities if isinstance(opportunities, Table) else read_table(
-            opportunities, encoding=encoding
+        opp_table = (
+            opportunities
+            if isinstance(opportunities, Table)
+            else read_table(opportunities, encoding=encoding)
         )
         attrs, opp_flags, created = _opportunity_columns(opp_table, attributes, f[deal_c])
         notes.append(f"deal attributes and won/lost flags from {opp_table.name}")
@@ -127,14 +140,26 @@ def read_salesforce(
         close_date=f[close_c] if close_c else None,
         currency=f[cur_c] if cur_c else None,
         attributes=attrs,
-        columns={"deal": deal_c, "stage": stage_c, "at": at_c, "amount": amount_c or "",
-                 "close_date": close_c or "", "currency": cur_c or ""},
+        columns={
+            "deal": deal_c,
+            "stage": stage_c,
+            "at": at_c,
+            "amount": amount_c or "",
+            "close_date": close_c or "",
+            "currency": cur_c or "",
+        },
         pre_quarantine=pre,
         created=created,
         notes=notes,
     )
-    return build_funnel(mapped, pipeline=pipe, tz=tz or "UTC", strict=strict,
-                        exported_at=exported_at, on_unknown_stage=on_unknown_stage)
+    return build_funnel(
+        mapped,
+        pipeline=pipe,
+        tz=tz or "UTC",
+        strict=strict,
+        exported_at=exported_at,
+        on_unknown_stage=on_unknown_stage,
+    )
 
 
 def _opportunity_columns(
@@ -142,11 +167,31 @@ def _opportunity_columns(
 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.Series | None]:
     o = opp.frame
     id_c = resolve_column(opp, None, ("Id", "OpportunityId"), "deal")
-    skip = {id_c, "StageName", "IsClosed", "IsWon", "Amount", "CloseDate", "CreatedDate",
-            "Probability", "ForecastCategory", "ForecastCategoryName", "ExpectedRevenue",
-            "IsDeleted", "SystemModstamp", "LastModifiedDate", "LastModifiedById",
-            "CreatedById", "LastActivityDate", "FiscalQuarter", "FiscalYear", "Fiscal",
-            "HasOpenActivity", "HasOverdueTask", "LastStageChangeDate"}
+    skip = {
+        id_c,
+        "StageName",
+        "IsClosed",
+        "IsWon",
+        "Amount",
+        "CloseDate",
+        "CreatedDate",
+        "Probability",
+        "ForecastCategory",
+        "ForecastCategoryName",
+        "ExpectedRevenue",
+        "IsDeleted",
+        "SystemModstamp",
+        "LastModifiedDate",
+        "LastModifiedById",
+        "CreatedById",
+        "LastActivityDate",
+        "FiscalQuarter",
+        "FiscalYear",
+        "Fiscal",
+        "HasOpenActivity",
+        "HasOverdueTask",
+        "LastStageChangeDate",
+    }
     names = list(attributes) if attributes is not None else [c for c in o.columns if c not in skip]
     for a in names:
         resolve_column(opp, a, (), "attribute")
@@ -156,11 +201,13 @@ def _opportunity_columns(
     attrs = keyed[names].reindex(row_ids).reset_index(drop=True) if names else None
     flags = None
     if {"StageName", "IsWon", "IsClosed"} <= set(o.columns):
-        flags = pd.DataFrame({
-            "stage": o["StageName"].astype("string").str.strip(),
-            "won": _truthy(o["IsWon"]),
-            "closed": _truthy(o["IsClosed"]),
-        })
+        flags = pd.DataFrame(
+            {
+                "stage": o["StageName"].astype("string").str.strip(),
+                "won": _truthy(o["IsWon"]),
+                "closed": _truthy(o["IsClosed"]),
+            }
+        )
     created = None
     if "CreatedDate" in keyed.columns:
         created = keyed["CreatedDate"].reindex(row_ids).reset_index(drop=True)
@@ -168,8 +215,13 @@ def _opportunity_columns(
 
 
 def _infer_pipeline(
-    f: pd.DataFrame, deal_c: str, stage_c: str, at_c: str, prob_c: str | None,
-    flags: pd.DataFrame | None, table: Table,
+    f: pd.DataFrame,
+    deal_c: str,
+    stage_c: str,
+    at_c: str,
+    prob_c: str | None,
+    flags: pd.DataFrame | None,
+    table: Table,
 ) -> Pipeline:
     from ._parse import parse_timestamps
 
@@ -195,18 +247,28 @@ def _infer_pipeline(
         # stages that no Opportunity currently sits in keep their name-based reading
         won += [s for s in base.won if s not in g.index and s not in won]
         lost += [s for s in base.lost if s not in g.index and s not in lost]
-        notes.append(f"won stage(s) {won} and lost stage(s) {lost} from the Opportunity "
-                     "IsWon/IsClosed flags")
+        notes.append(
+            f"won stage(s) {won} and lost stage(s) {lost} from the Opportunity IsWon/IsClosed flags"
+        )
     else:
         notes.append("won and lost stages recognised by name (no Opportunity export given)")
     open_ = [s for s in base.stages if s not in won and s not in lost]
     if probs:
         pos = {s: i for i, s in enumerate(base.stages)}
         open_.sort(key=lambda s: (probs.get(s, np.inf), pos.get(s, 0)))
-        notes.append("open stages ordered by their Salesforce probability: "
-                     + ", ".join(f"{s} ({probs.get(s, float('nan')):.0%})" for s in open_))
-    keep_notes = tuple(n for n in base.notes if not n.startswith(("won stage", "lost stage",
-                                                                   "no stage name", "open stages")))
-    return Pipeline(open_, won, lost, probabilities={s: v for s, v in probs.items()
-                                                     if s in open_},
-                    notes=(*notes, *keep_notes, "pipeline inferred; pass pipeline= to fix it"))
+        notes.append(
+            "open stages ordered by their Salesforce probability: "
+            + ", ".join(f"{s} ({probs.get(s, float('nan')):.0%})" for s in open_)
+        )
+    keep_notes = tuple(
+        n
+        for n in base.notes
+        if not n.startswith(("won stage", "lost stage", "no stage name", "open stages"))
+    )
+    return Pipeline(
+        open_,
+        won,
+        lost,
+        probabilities={s: v for s, v in probs.items() if s in open_},
+        notes=(*notes, *keep_notes, "pipeline inferred; pass pipeline= to fix it"),
+    )

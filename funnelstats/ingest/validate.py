@@ -61,7 +61,12 @@ class Mapped:
 
 
 def resolve_column(
-    table: Table, given: str | None, candidates: tuple[str, ...], role: str, *, required: bool = True
+    table: Table,
+    given: str | None,
+    candidates: tuple[str, ...],
+    role: str,
+    *,
+    required: bool = True,
 ) -> str | None:
     """The column of ``table`` that plays ``role``.
 
@@ -88,8 +93,9 @@ def _norm(name: str) -> str:
     return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
-def _missing(table: Table, want: str, role: str, cols: list[str],
-             tried: tuple[str, ...] = ()) -> FunnelDataError:
+def _missing(
+    table: Table, want: str, role: str, cols: list[str], tried: tuple[str, ...] = ()
+) -> FunnelDataError:
     close = difflib.get_close_matches(want, cols, n=1, cutoff=0.6)
     if not close:
         close = difflib.get_close_matches(_norm(want), [_norm(c) for c in cols], n=1, cutoff=0.6)
@@ -100,7 +106,9 @@ def _missing(table: Table, want: str, role: str, cols: list[str],
     return FunnelDataError(
         f"no {role} column {want!r}{looked}. Columns found: {cols}{hint}. "
         f"Name the column with {arg}",
-        file=table.name, column=want, rule="missing_column",
+        file=table.name,
+        column=want,
+        rule="missing_column",
     )
 
 
@@ -136,8 +144,16 @@ class _Collector:
             }
         )
 
-    def quarantine(self, mask: np.ndarray, rule: str, column: str | None, message: str,
-                   *, source: bool = False, values: pd.Series | None = None) -> None:
+    def quarantine(
+        self,
+        mask: np.ndarray,
+        rule: str,
+        column: str | None,
+        message: str,
+        *,
+        source: bool = False,
+        values: pd.Series | None = None,
+    ) -> None:
         """Quarantine mapped rows (or source rows with ``source=True``).
 
         With ``values`` (one per mapped row), each reason quotes the row's value.
@@ -159,8 +175,15 @@ class _Collector:
             pd.DataFrame({"_pos": src, "rule": rule, "column": column, "reason": reason})
         )
 
-    def repair(self, mask: np.ndarray, rule: str, column: str | None, message: str,
-               original: Any = None, repaired: Any = None) -> None:
+    def repair(
+        self,
+        mask: np.ndarray,
+        rule: str,
+        column: str | None,
+        message: str,
+        original: Any = None,
+        repaired: Any = None,
+    ) -> None:
         idx = np.flatnonzero(mask)
         if not len(idx):
             return
@@ -220,7 +243,9 @@ def _strings(series: pd.Series) -> pd.Series:
         v = s.to_numpy()
         integral = np.isfinite(v) & (np.floor(v) == v)
         out = pd.Series(s.astype(object).astype(str), dtype="string[pyarrow]")
-        out[integral] = pd.Series(v[integral].astype(np.int64).astype(str), dtype="string[pyarrow]").to_numpy()
+        out[integral] = pd.Series(
+            v[integral].astype(np.int64).astype(str), dtype="string[pyarrow]"
+        ).to_numpy()
         out[pd.isna(s).to_numpy()] = pd.NA
         return out
     if not isinstance(s.dtype, pd.StringDtype):
@@ -253,12 +278,25 @@ def build_funnel(
     notes = list(table.notes) + list(mapped.notes)
     k = _Collector(mapped)
     n = len(mapped.deal)
-    for row, text, reason in table.malformed:
-        k.findings.append({"rule": "malformed_row", "kind": "quarantine", "rows": 1,
-                           "column": None, "first_row": row, "message": reason})
+    for row, _text, reason in table.malformed:
+        k.findings.append(
+            {
+                "rule": "malformed_row",
+                "kind": "quarantine",
+                "rows": 1,
+                "column": None,
+                "first_row": row,
+                "message": reason,
+            }
+        )
     malformed_frame = pd.DataFrame(
-        {"row": [r for r, _, _ in table.malformed], "rule": "malformed_row", "column": None,
-         "reason": [why for _, _, why in table.malformed], "text": [t for _, t, _ in table.malformed]}
+        {
+            "row": [r for r, _, _ in table.malformed],
+            "rule": "malformed_row",
+            "column": None,
+            "reason": [why for _, _, why in table.malformed],
+            "text": [t for _, t, _ in table.malformed],
+        }
     )
     for mask, rule, column, message in mapped.pre_quarantine:
         k.quarantine(mask, rule, column, message, source=True)
@@ -271,57 +309,116 @@ def build_funnel(
     miss = (deal_stripped.isna() | (deal_stripped == "")).to_numpy(dtype=bool, na_value=True)
     k.quarantine(miss, "missing_deal_id", col("deal"), "empty deal id")
     ws = (deal != deal_stripped).to_numpy(dtype=bool, na_value=False) & ~miss
-    k.repair(ws, "deal_id_whitespace", col("deal"), "spaces around the deal id removed",
-             deal, deal_stripped)
+    k.repair(
+        ws,
+        "deal_id_whitespace",
+        col("deal"),
+        "spaces around the deal id removed",
+        deal,
+        deal_stripped,
+    )
     deal = deal_stripped
 
     # ---- stages
-    update_only = (np.zeros(n, dtype=bool) if mapped.update_only is None
-                   else np.asarray(mapped.update_only, dtype=bool))
+    update_only = (
+        np.zeros(n, dtype=bool)
+        if mapped.update_only is None
+        else np.asarray(mapped.update_only, dtype=bool)
+    )
     stage = _strings(mapped.stage)
     stage_stripped = stage.str.strip()
     smiss = (stage_stripped.isna() | (stage_stripped == "")).to_numpy(dtype=bool, na_value=True)
     k.quarantine(smiss & ~update_only, "missing_stage", col("stage"), "empty stage")
     sws = (stage != stage_stripped).to_numpy(dtype=bool, na_value=False) & ~smiss
-    k.repair(sws, "stage_whitespace", col("stage"), "spaces around the stage name removed",
-             stage, stage_stripped)
+    k.repair(
+        sws,
+        "stage_whitespace",
+        col("stage"),
+        "spaces around the stage name removed",
+        stage,
+        stage_stripped,
+    )
     stage = stage_stripped
 
     # ---- time of the change
     times = parse_timestamps(mapped.at, tz=tz, dayfirst=dayfirst)
     if times.ambiguous_format:
         pos = k.pos[times.ambiguous_example] if times.ambiguous_example is not None else None
-        raise table.error(times.ambiguous_format, position=pos, column=col("at"),
-                          rule="ambiguous_date_format")
+        raise table.error(
+            times.ambiguous_format, position=pos, column=col("at"), rule="ambiguous_date_format"
+        )
     notes += [f"{col('at')}: {t}" for t in times.notes]
     k.quarantine(times.missing, "missing_timestamp", col("at"), "empty timestamp")
-    k.quarantine(times.bad, "unparseable_timestamp", col("at"),
-                 "timestamp cannot be read as a date and time", values=mapped.at)
+    k.quarantine(
+        times.bad,
+        "unparseable_timestamp",
+        col("at"),
+        "timestamp cannot be read as a date and time",
+        values=mapped.at,
+    )
     if times.naive.any():
-        k.note(times.naive, "naive_timestamp", col("at"),
-               f"no time zone; read as {tz}" + ("" if tz_given else " (the default; pass tz=)"))
+        k.note(
+            times.naive,
+            "naive_timestamp",
+            col("at"),
+            f"no time zone; read as {tz}" + ("" if tz_given else " (the default; pass tz=)"),
+        )
         if not tz_given:
-            notes.append(f"timestamps without a zone were read as UTC; pass tz= if they are local")
+            notes.append("timestamps without a zone were read as UTC; pass tz= if they are local")
     if times.dst_ambiguous.any():
-        k.repair(times.dst_ambiguous, "dst_ambiguous", col("at"),
-                 f"local time occurs twice in {tz}; first occurrence taken", mapped.at)
+        k.repair(
+            times.dst_ambiguous,
+            "dst_ambiguous",
+            col("at"),
+            f"local time occurs twice in {tz}; first occurrence taken",
+            mapped.at,
+        )
     if times.dst_nonexistent.any():
-        k.repair(times.dst_nonexistent, "dst_nonexistent", col("at"),
-                 f"local time does not exist in {tz}; moved forward", mapped.at)
+        k.repair(
+            times.dst_nonexistent,
+            "dst_nonexistent",
+            col("at"),
+            f"local time does not exist in {tz}; moved forward",
+            mapped.at,
+        )
     at = times.ns
 
     # ---- amounts
     if mapped.amount is not None:
         am = parse_amounts(mapped.amount)
         acol = col("amount")
-        k.repair(am.text, "amount_text", acol, "amount written as text read as a number",
-                 mapped.amount, am.values)
-        k.repair(am.not_numeric, "amount_not_numeric", acol, "amount is not a number; set to NaN",
-                 mapped.amount, np.nan)
-        k.repair(am.not_finite, "amount_not_finite", acol, "infinite amount; set to NaN",
-                 mapped.amount, np.nan)
-        k.repair(am.negative, "amount_negative", acol, "negative amount; set to NaN",
-                 mapped.amount, np.nan)
+        k.repair(
+            am.text,
+            "amount_text",
+            acol,
+            "amount written as text read as a number",
+            mapped.amount,
+            am.values,
+        )
+        k.repair(
+            am.not_numeric,
+            "amount_not_numeric",
+            acol,
+            "amount is not a number; set to NaN",
+            mapped.amount,
+            np.nan,
+        )
+        k.repair(
+            am.not_finite,
+            "amount_not_finite",
+            acol,
+            "infinite amount; set to NaN",
+            mapped.amount,
+            np.nan,
+        )
+        k.repair(
+            am.negative,
+            "amount_negative",
+            acol,
+            "negative amount; set to NaN",
+            mapped.amount,
+            np.nan,
+        )
         k.note(am.missing & ~update_only, "amount_missing", acol, "no amount; kept as NaN")
         amount = am.values
     else:
@@ -332,8 +429,14 @@ def build_funnel(
     close_ns = np.full(n, NAT, dtype=np.int64)
     if mapped.close_date is not None:
         cd = parse_timestamps(mapped.close_date, tz=tz, dayfirst=dayfirst)
-        k.repair(cd.bad, "close_date_unparseable", col("close_date"),
-                 "close date cannot be read; left empty", mapped.close_date, None)
+        k.repair(
+            cd.bad,
+            "close_date_unparseable",
+            col("close_date"),
+            "close date cannot be read; left empty",
+            mapped.close_date,
+            None,
+        )
         close_ns = np.where(cd.bad, NAT, cd.ns)
 
     created = None
@@ -365,7 +468,11 @@ def build_funnel(
     tie_rank = np.where(upd, len(pipeline.order), stage_codes)
     order = np.lexsort((idx, tie_rank, at_a, deal_codes))
     idx, deal_codes, stage_codes, at_a, upd = (
-        idx[order], deal_codes[order], stage_codes[order], at_a[order], upd[order]
+        idx[order],
+        deal_codes[order],
+        stage_codes[order],
+        at_a[order],
+        upd[order],
     )
 
     # ---- field updates take the deal's current stage
@@ -376,11 +483,16 @@ def build_funnel(
         if orphan.any():
             m = np.zeros(n, dtype=bool)
             m[idx[orphan]] = True
-            k.quarantine(m, "update_before_stage", col("stage"),
-                         "field update before the deal's first stage")
+            k.quarantine(
+                m, "update_before_stage", col("stage"), "field update before the deal's first stage"
+            )
             keep = ~orphan
             idx, deal_codes, stage_codes, at_a, upd = (
-                idx[keep], deal_codes[keep], stage_codes[keep], at_a[keep], upd[keep]
+                idx[keep],
+                deal_codes[keep],
+                stage_codes[keep],
+                at_a[keep],
+                upd[keep],
             )
             filled = filled[keep]
         stage_codes = filled.to_numpy().astype(np.int64)
@@ -401,15 +513,27 @@ def build_funnel(
             m[idx[dup]] = True
             k.repair(m, "duplicate_row", None, "exact duplicate of an earlier row; collapsed")
             keep = ~dup
-            idx, deal_codes, stage_codes, at_a = idx[keep], deal_codes[keep], stage_codes[keep], at_a[keep]
+            idx, deal_codes, stage_codes, at_a = (
+                idx[keep],
+                deal_codes[keep],
+                stage_codes[keep],
+                at_a[keep],
+            )
         if len(idx) > 1:
-            tie = ((deal_codes[1:] == deal_codes[:-1]) & (at_a[1:] == at_a[:-1])
-                   & (stage_codes[1:] != stage_codes[:-1]))
+            tie = (
+                (deal_codes[1:] == deal_codes[:-1])
+                & (at_a[1:] == at_a[:-1])
+                & (stage_codes[1:] != stage_codes[:-1])
+            )
             if tie.any():
                 m = np.zeros(n, dtype=bool)
                 m[idx[np.flatnonzero(tie) + 1]] = True
-                k.repair(m, "same_instant", col("at"),
-                         "stage changes of one deal at the same instant; ordered by pipeline order")
+                k.repair(
+                    m,
+                    "same_instant",
+                    col("at"),
+                    "stage changes of one deal at the same instant; ordered by pipeline order",
+                )
 
     # ---- export date
     if exported_at is not None:
@@ -420,7 +544,12 @@ def build_funnel(
             m[idx[late]] = True
             k.quarantine(m, "after_export", col("at"), f"dated after the export date {exp}")
             keep = ~late
-            idx, deal_codes, stage_codes, at_a = idx[keep], deal_codes[keep], stage_codes[keep], at_a[keep]
+            idx, deal_codes, stage_codes, at_a = (
+                idx[keep],
+                deal_codes[keep],
+                stage_codes[keep],
+                at_a[keep],
+            )
     else:
         if len(at_a):
             exp = pd.Timestamp(int(at_a.max()), tz="UTC")
@@ -429,11 +558,14 @@ def build_funnel(
         else:
             raise FunnelDataError(
                 "no usable rows: every row was quarantined (see the report with strict=False)"
-                if n else "no rows",
+                if n
+                else "no rows",
                 file=table.name,
             )
-        notes.append(f"export date taken as the latest timestamp, {exp:%Y-%m-%d %H:%M} UTC; "
-                     "pass exported_at= to set it")
+        notes.append(
+            f"export date taken as the latest timestamp, {exp:%Y-%m-%d %H:%M} UTC; "
+            "pass exported_at= to set it"
+        )
     early = at_a < _EARLY
     if early.any():
         m = np.zeros(n, dtype=bool)
@@ -443,8 +575,11 @@ def build_funnel(
     # ---- history table
     history = pd.DataFrame(
         {
-            C.DEAL_ID: pd.array(np.asarray(deal_uniques, dtype=object)[deal_codes], dtype="string[pyarrow]")
-            if len(idx) else pd.array([], dtype="string[pyarrow]"),
+            C.DEAL_ID: pd.array(
+                np.asarray(deal_uniques, dtype=object)[deal_codes], dtype="string[pyarrow]"
+            )
+            if len(idx)
+            else pd.array([], dtype="string[pyarrow]"),
             C.AT: pd.DatetimeIndex(at_a.view("datetime64[ns]")).tz_localize("UTC"),
             C.STAGE: pd.Categorical.from_codes(stage_codes, dtype=pipeline.dtype),
             C.AMOUNT: amount[idx],
@@ -461,7 +596,8 @@ def build_funnel(
             if c in history.columns:
                 raise FunnelDataError(
                     f"attribute column {c!r} clashes with a standard column; rename it",
-                    file=table.name, column=c,
+                    file=table.name,
+                    column=c,
                 )
             values = attrs[c].iloc[idx]
             if isinstance(values.dtype, pd.StringDtype) or values.dtype == object:
@@ -473,8 +609,10 @@ def build_funnel(
     created_series = None
     if created is not None:
         cr = created[created.to_numpy() != NAT]
-        cr = pd.Series(pd.DatetimeIndex(cr.to_numpy().view("datetime64[ns]")).tz_localize("UTC"),
-                       index=cr.index)
+        cr = pd.Series(
+            pd.DatetimeIndex(cr.to_numpy().view("datetime64[ns]")).tz_localize("UTC"),
+            index=cr.index,
+        )
         created_series = cr.groupby(level=0).min()
 
     data = FunnelData(
@@ -500,7 +638,9 @@ def _check_tz(tz: str) -> None:
     try:
         pd.Timestamp("2000-01-01").tz_localize(tz)
     except Exception:
-        raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'") from None
+        raise ValueError(
+            f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'"
+        ) from None
 
 
 def _rows_equal(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -509,7 +649,9 @@ def _rows_equal(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray
         col = frame[c]
         va = col.iloc[a].reset_index(drop=True)
         vb = col.iloc[b].reset_index(drop=True)
-        same = (va == vb).fillna(False).to_numpy(dtype=bool) | (va.isna() & vb.isna()).to_numpy(dtype=bool)
+        same = (va == vb).fillna(False).to_numpy(dtype=bool) | (va.isna() & vb.isna()).to_numpy(
+            dtype=bool
+        )
         eq &= same
     return eq
 
@@ -537,18 +679,27 @@ def _resolve_pipeline(
         if similar:
             inferred = inferred.with_notes(
                 "stage names that differ only in case, spacing or punctuation are kept apart: "
-                + "; ".join(similar) + ". Give a pipeline to merge or order them"
+                + "; ".join(similar)
+                + ". Give a pipeline to merge or order them"
             )
-        return inferred.with_notes("pipeline inferred from the data; pass pipeline= to fix it"), None
+        return inferred.with_notes(
+            "pipeline inferred from the data; pass pipeline= to fix it"
+        ), None
     unknown_names = [s for s in counts.index if s not in set(pipeline.order)]
     if not unknown_names:
         return pipeline, None
     if on_unknown == "add":
         added = Pipeline(
-            list(pipeline.stages) + [str(s) for s in unknown_names], pipeline.won, pipeline.lost,
-            dict(pipeline.probabilities), pipeline.name,
-            pipeline.notes + (f"stages not in the pipeline added after the open stages: "
-                              f"{[str(s) for s in unknown_names]}",),
+            list(pipeline.stages) + [str(s) for s in unknown_names],
+            pipeline.won,
+            pipeline.lost,
+            dict(pipeline.probabilities),
+            pipeline.name,
+            (
+                *pipeline.notes,
+                "stages not in the pipeline added after the open stages: "
+                f"{[str(s) for s in unknown_names]}",
+            ),
         )
         return added, None
     unknown_mask = stage.isin(unknown_names).to_numpy(dtype=bool, na_value=False) & usable
@@ -562,13 +713,18 @@ def _resolve_pipeline(
         first_pos = src if first_pos is None else min(first_pos, src)
         hint = suggest_stage(str(s), pipeline.order)
         extra = f", did you mean {hint!r}?" if hint else ""
-        parts.append(f"{s!r} ({int(counts[s])} rows, first at {table.row_word} "
-                     f"{int(table.rows[src])}{extra})")
+        parts.append(
+            f"{s!r} ({int(counts[s])} rows, first at {table.row_word} "
+            f"{int(table.rows[src])}{extra})"
+        )
     raise table.error(
-        "stage(s) not in the pipeline: " + "; ".join(parts)
+        "stage(s) not in the pipeline: "
+        + "; ".join(parts)
         + f". Pipeline stages: {list(pipeline.order)}. Fix the pipeline, or pass "
         "on_unknown_stage='quarantine' or 'add'",
-        position=first_pos, column=col, rule="unknown_stage",
+        position=first_pos,
+        column=col,
+        rule="unknown_stage",
     )
 
 
@@ -598,8 +754,12 @@ def _count_moves(k: _Collector, data: FunnelData, idx: np.ndarray, n: int) -> No
 
     col = k.m.columns.get("stage")
     if repeat.any():
-        k.note(mask_of(np.flatnonzero(repeat)), "no_stage_change", col,
-               "row repeats the current stage (an amount or date update)")
+        k.note(
+            mask_of(np.flatnonzero(repeat)),
+            "no_stage_change",
+            col,
+            "row repeats the current stage (an amount or date update)",
+        )
     ev_pos = np.flatnonzero(~repeat)  # history position of each event
     s, nx = arr.stage, arr.next_stage
     has_next = nx >= 0
@@ -607,30 +767,39 @@ def _count_moves(k: _Collector, data: FunnelData, idx: np.ndarray, n: int) -> No
     to_kind = np.where(has_next, kind[np.maximum(nx, 0)], -1)
     n_open = data.pipeline.n_open
     # forward skips: open -> open jumping stages, or open -> won from before the last stage
-    skip = has_next & (from_kind == 0) & (
-        ((to_kind == 0) & (nx > s + 1)) | ((to_kind == 1) & (s < n_open - 1))
+    skip = (
+        has_next
+        & (from_kind == 0)
+        & (((to_kind == 0) & (nx > s + 1)) | ((to_kind == 1) & (s < n_open - 1)))
     )
     back = has_next & (from_kind == 0) & (to_kind == 0) & (nx < s)
     reopen = has_next & (from_kind > 0)
     nxt = np.r_[ev_pos[1:], 0]
     if skip.any():
-        k.note(mask_of(nxt[skip]), "skipped_stage", col,
-               "forward move skipping stages; skipped stages count as reached")
+        k.note(
+            mask_of(nxt[skip]),
+            "skipped_stage",
+            col,
+            "forward move skipping stages; skipped stages count as reached",
+        )
     if back.any():
         k.note(mask_of(nxt[back]), "backward_move", col, "move back to an earlier stage")
     if reopen.any():
         k.note(mask_of(nxt[reopen]), "reopened", col, "row after a won or lost stage (reopened)")
 
 
-def _make_report(k: _Collector, mapped: Mapped, notes: list[str], malformed: pd.DataFrame,
-                 pipeline: Pipeline) -> IngestReport:
+def _make_report(
+    k: _Collector, mapped: Mapped, notes: list[str], malformed: pd.DataFrame, pipeline: Pipeline
+) -> IngestReport:
     table = k.table
     n_mal = len(table.malformed)
     status = k.status
     kept = int((status == _STATUS_KEPT).sum())
     repaired = int((status == _STATUS_REPAIRED).sum())
     quarantined = int((status == _STATUS_QUARANTINED).sum()) + n_mal
-    findings = pd.DataFrame(k.findings, columns=["rule", "kind", "rows", "column", "first_row", "message"])
+    findings = pd.DataFrame(
+        k.findings, columns=["rule", "kind", "rows", "column", "first_row", "message"]
+    )
     if len(findings):
         kind_order = {"quarantine": 0, "repair": 1, "note": 2}
         findings = (
@@ -645,8 +814,12 @@ def _make_report(k: _Collector, mapped: Mapped, notes: list[str], malformed: pd.
         q = q.drop_duplicates("_pos", keep="first")
         vals = original.iloc[q["_pos"].to_numpy()].reset_index(drop=True)
         q = pd.concat(
-            [pd.DataFrame({"row": table.rows[q["_pos"].to_numpy()]}),
-             q.drop(columns="_pos").reset_index(drop=True), vals], axis=1
+            [
+                pd.DataFrame({"row": table.rows[q["_pos"].to_numpy()]}),
+                q.drop(columns="_pos").reset_index(drop=True),
+                vals,
+            ],
+            axis=1,
         )
     else:
         q = pd.DataFrame(columns=["row", "rule", "column", "reason"])
@@ -656,7 +829,11 @@ def _make_report(k: _Collector, mapped: Mapped, notes: list[str], malformed: pd.
     if k.repair_parts:
         r = pd.concat(k.repair_parts, ignore_index=True)
         r.insert(0, "row", table.rows[r["_pos"].to_numpy()])
-        r = r.drop(columns="_pos").sort_values(["row", "rule"], kind="stable").reset_index(drop=True)
+        r = (
+            r.drop(columns="_pos")
+            .sort_values(["row", "rule"], kind="stable")
+            .reset_index(drop=True)
+        )
     else:
         r = pd.DataFrame(columns=["row", "rule", "column", "original", "repaired"])
     notes = list(dict.fromkeys(notes + list(pipeline.notes)))
