@@ -55,8 +55,9 @@ def test_groups_are_independent():
     for gi in range(3):
         sel = g == gi
         ref = KaplanMeierFitter().fit(t[sel], e[sel] > 0)
-        np.testing.assert_allclose(km.survival[tab.rows(gi)],
-                                   ref.survival_function_.iloc[1:, 0], atol=1e-12)
+        np.testing.assert_allclose(
+            km.survival[tab.rows(gi)], ref.survival_function_.iloc[1:, 0], atol=1e-12
+        )
         assert tab.totals[gi] == sel.sum()
 
 
@@ -68,8 +69,9 @@ def test_aalen_johansen_matches_lifelines_tie_free():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = AalenJohansenFitter(calculate_variance=True).fit(t, e, event_of_interest=cause)
-        np.testing.assert_allclose(aj.cif[:, cause - 1], ref.cumulative_density_.iloc[1:, 0],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            aj.cif[:, cause - 1], ref.cumulative_density_.iloc[1:, 0], atol=1e-6
+        )
         np.testing.assert_allclose(aj.variance[:, cause - 1], ref.variance_.iloc[1:], atol=1e-6)
         # lifelines labels its interval columns the wrong way round ("upper" holds the lower
         # bound); compare by value
@@ -102,8 +104,9 @@ def test_restricted_mean_area_and_variance():
     t, e = _data(6)
     tab = event_table(t, e > 0)
     km = kaplan_meier(tab)
-    area, var = restricted_mean(tab.time, km.survival, 15.0, events=tab.observed,
-                                at_risk=tab.at_risk)
+    area, _var = restricted_mean(
+        tab.time, km.survival, 15.0, events=tab.observed, at_risk=tab.at_risk
+    )
     ref = KaplanMeierFitter().fit(t, e > 0)
     assert area == pytest.approx(restricted_mean_survival_time(ref, t=15.0), rel=1e-9)
     # the variance formula against the spread of the estimate over repeated samples

@@ -34,13 +34,19 @@ def test_percent_probabilities_scaled():
 
 
 def test_toml_round_trip(tmp_path):
-    p = Pipeline(["Lead", 'Say "hi"'], won=["Won"], lost=["Lost"], probabilities={"Lead": 0.2},
-                 name="NB")
+    p = Pipeline(
+        ["Lead", 'Say "hi"'], won=["Won"], lost=["Lost"], probabilities={"Lead": 0.2}, name="NB"
+    )
     f = tmp_path / "p.toml"
     f.write_text(p.to_toml())
     q = Pipeline.from_toml(f)
     assert (q.stages, q.won, q.lost, dict(q.probabilities), q.name) == (
-        p.stages, p.won, p.lost, dict(p.probabilities), p.name)
+        p.stages,
+        p.won,
+        p.lost,
+        dict(p.probabilities),
+        p.name,
+    )
 
 
 def test_toml_errors_name_the_file(tmp_path):
@@ -58,8 +64,12 @@ def test_toml_errors_name_the_file(tmp_path):
 
 @pytest.mark.parametrize(
     "name, expect",
-    [("Closed-Won", "Closed Won"), ("closed won", "Closed Won"), ("Closed Wonn", "Closed Won"),
-     ("Negotiation", None)],
+    [
+        ("Closed-Won", "Closed Won"),
+        ("closed won", "Closed Won"),
+        ("Closed Wonn", "Closed Won"),
+        ("Negotiation", None),
+    ],
 )
 def test_suggestions(name, expect):
     assert suggest_stage(name, ["Prospecting", "Closed Won", "Closed Lost"]) == expect
@@ -67,8 +77,14 @@ def test_suggestions(name, expect):
 
 def test_inference_orders_by_precedence_and_reports():
     # deals mostly go A -> B -> C, some skip B, one created in C, one goes back
-    seqs = [["A", "B", "C", "Won"], ["A", "C", "Lost"], ["C", "Won"], ["A", "B", "A", "B"],
-            ["B", "C"], ["A", "B", "Closed Lost"]]
+    seqs = [
+        ["A", "B", "C", "Won"],
+        ["A", "C", "Lost"],
+        ["C", "Won"],
+        ["A", "B", "A", "B"],
+        ["B", "C"],
+        ["A", "B", "Closed Lost"],
+    ]
     names = ["C", "Won", "B", "A", "Lost", "Closed Lost"]
     code = {s: i for i, s in enumerate(names)}
     deal = np.concatenate([[i] * len(s) for i, s in enumerate(seqs)])
@@ -91,7 +107,12 @@ def test_inferred_pipeline_on_sample_matches_the_file():
 def test_case_twins_reported_when_inferring():
     import pandas as pd
 
-    df = pd.DataFrame({"deal_id": ["a", "a", "b"], "stage": ["Demo", "Won", "demo"],
-                       "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"]})
+    df = pd.DataFrame(
+        {
+            "deal_id": ["a", "a", "b"],
+            "stage": ["Demo", "Won", "demo"],
+            "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"],
+        }
+    )
     d = fs.read_events(df)
     assert any("'Demo' ~ 'demo'" in n for n in d.report.notes)

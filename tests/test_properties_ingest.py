@@ -88,8 +88,12 @@ def test_ingest_invariants(ex):
     last_stage = ev.loc[last, "stage"].astype(str).to_numpy()
     outcome = d.deals["outcome"].astype(str).to_numpy()
     np.testing.assert_array_equal(
-        outcome, np.where(np.isin(last_stage, pipe.won), "won",
-                          np.where(np.isin(last_stage, pipe.lost), "lost", "open"))
+        outcome,
+        np.where(
+            np.isin(last_stage, pipe.won),
+            "won",
+            np.where(np.isin(last_stage, pipe.lost), "lost", "open"),
+        ),
     )
     assert (d.deals["deal_id"] == d.deals["deal_id"].str.strip()).all()
 
