@@ -6,7 +6,7 @@ import difflib
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from types import MappingProxyType
@@ -61,7 +61,7 @@ def suggest_stage(name: str, known: Iterable[str]) -> str | None:
     return by_norm[match[0]] if match else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Pipeline:
     """Ordered open stages, the won stage(s), the lost stage(s).
 
@@ -91,20 +91,34 @@ class Pipeline:
     """
 
     stages: tuple[str, ...]
-    won: tuple[str, ...] = ("Closed Won",)
-    lost: tuple[str, ...] = ("Closed Lost",)
-    probabilities: Mapping[str, float] = field(default_factory=dict)
-    name: str | None = None
-    notes: tuple[str, ...] = ()
+    won: tuple[str, ...]
+    lost: tuple[str, ...]
+    probabilities: Mapping[str, float]
+    name: str | None
+    notes: tuple[str, ...]
 
-    def __post_init__(self) -> None:
-        stages = _as_names(self.stages, "stages")
-        won = _as_names(self.won, "won")
-        lost = _as_names(self.lost, "lost")
-        object.__setattr__(self, "stages", stages)
-        object.__setattr__(self, "won", won)
-        object.__setattr__(self, "lost", lost)
-        object.__setattr__(self, "notes", tuple(self.notes))
+    def __init__(
+        self,
+        stages: Sequence[str],
+        won: Sequence[str] | str = ("Closed Won",),
+        lost: Sequence[str] | str = ("Closed Lost",),
+        probabilities: Mapping[str, float] | None = None,
+        name: str | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        stages_t = _as_names(stages, "stages")
+        won_t = _as_names(won, "won")
+        lost_t = _as_names(lost, "lost")
+        object.__setattr__(self, "stages", stages_t)
+        object.__setattr__(self, "won", won_t)
+        object.__setattr__(self, "lost", lost_t)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "notes", tuple(notes))
+        object.__setattr__(self, "probabilities", probabilities or {})
+        self._check()
+
+    def _check(self) -> None:
+        stages, won, lost = self.stages, self.won, self.lost
         if not stages and not (won or lost):
             raise ValueError("a pipeline needs at least one stage")
         seen: dict[str, str] = {}
@@ -126,6 +140,11 @@ class Pipeline:
                 raise ValueError(f"probability of stage {k!r} must be within 0-1, got {v!r}")
             probs[k] = p
         object.__setattr__(self, "probabilities", MappingProxyType(probs))
+
+    def __hash__(self) -> int:
+        return hash(
+            (self.stages, self.won, self.lost, tuple(sorted(self.probabilities.items())), self.name)
+        )
 
     # ------------------------------------------------------------------ views
     @property
