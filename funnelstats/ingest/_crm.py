@@ -427,7 +427,12 @@ class ChangeLog:
 
 
 def carry_forward(
-    deal: pd.Series, at: pd.Series, values: pd.Series, update_only: np.ndarray
+    deal: pd.Series,
+    at: pd.Series,
+    values: pd.Series,
+    update_only: np.ndarray,
+    *,
+    updates_first: bool = False,
 ) -> pd.Series:
     """Empty values filled with the deal's previous value in time order.
 
@@ -438,7 +443,8 @@ def carry_forward(
     v = values.reset_index(drop=True).astype("string")
     v = v.where(~blank(v))
     t = parse_timestamps(at.reset_index(drop=True)).ns
-    order = np.lexsort((np.arange(len(d)), update_only, t, pd.factorize(d)[0]))
+    tie = ~np.asarray(update_only) if updates_first else np.asarray(update_only)
+    order = np.lexsort((np.arange(len(d)), tie, t, pd.factorize(d)[0]))
     filled = v.iloc[order].groupby(d.iloc[order].to_numpy(), sort=False).ffill()
     out = pd.Series(pd.NA, index=v.index, dtype="string")
     out.iloc[order] = filled.to_numpy()
