@@ -119,7 +119,9 @@ def test_won_lost_inferred_and_reported_without_flags():
     d = fs.read_salesforce(HIST, exported_at="2024-02-10")
     assert d.pipeline.won == ("Gagné",) and d.pipeline.lost == ("Perdu",)
     assert any("probability of 100% / 0%" in n for n in d.report.notes)
-    p = fs.Pipeline(["Prospection", "Qualification", "Proposition", "Négociation"], "Gagné", "Perdu")
+    p = fs.Pipeline(
+        ["Prospection", "Qualification", "Proposition", "Négociation"], "Gagné", "Perdu"
+    )
     given = fs.read_salesforce(HIST, pipeline=p, exported_at="2024-02-10")
     assert_events(given, EVENTS)
 
@@ -166,5 +168,9 @@ def test_field_history_without_opportunities():
     assert d.report.count("first_stage_unknown") == 2  # F3 and F4 have no "created" row
     assert_events(
         d,
-        [*FH_EVENTS[:3], (F3, "Perdu", "2024-03-10 15:30", None, None, float("nan")), FH_EVENTS[-1]],
+        [
+            *FH_EVENTS[:3],
+            (F3, "Perdu", "2024-03-10 15:30", None, None, float("nan")),
+            FH_EVENTS[-1],
+        ],
     )

@@ -164,8 +164,8 @@ def load_maven_crm(*, join: bool = True) -> FunnelData:
     --------
     >>> from funnelstats.datasets import load_maven_crm
     >>> d = load_maven_crm()
-    >>> d.deals["outcome"].value_counts().sort_index().to_dict()
-    {'lost': 2473, 'open': 2089, 'won': 4238}
+    >>> {k: int(v) for k, v in d.deals["outcome"].value_counts().sort_index().items()}
+    {'won': 4238, 'lost': 2473, 'open': 2089}
     >>> d.report.rows_read == d.report.rows_kept + d.report.rows_repaired
     True
     """

@@ -265,6 +265,11 @@ def read_dynamics(
         )
     m = pd.concat(parts, ignore_index=True).sort_values("pos", kind="stable")
     m = m.reset_index(drop=True)
+    # entries placed from an opportunity row without an amount take its estimated value
+    est_by = pd.Series(est.to_numpy(), index=ids.to_numpy())
+    est_by = est_by[~est_by.index.duplicated(keep="last")]
+    fill = (m["pos"].to_numpy() < n_opp) & blank(m["amount"].astype("string"))
+    m.loc[fill, "amount"] = est_by.reindex(m.loc[fill, "deal"].to_numpy()).to_numpy()
     upd = m["update"].to_numpy(dtype=bool)
     amount = carry_forward(m["deal"], m["at"], m["amount"].astype("string"), upd)
 

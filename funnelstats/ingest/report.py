@@ -151,11 +151,6 @@ RULES: dict[str, Rule] = _rules(
         "A change log whose first change has no known start: the stage before it is not placed.",
     ),
     Rule(
-        "outcome_from_status",
-        "note",
-        "Won or lost taken from the CRM's status field (the deal keeps its last open stage).",
-    ),
-    Rule(
         "undated_deal",
         "note",
         "A deal with no created date (deal-level exports): kept in the deals table, "

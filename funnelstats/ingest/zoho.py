@@ -79,6 +79,7 @@ def read_zoho(
 
     Examples
     --------
+    >>> import pandas as pd
     >>> import funnelstats as fs
     >>> rows = pd.DataFrame({
     ...     "Deal Id": ["z1", "z1"], "Stage": ["Qualification", "Closed Won"],
