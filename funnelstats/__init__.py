@@ -7,7 +7,7 @@ reader), then call the analysis functions on it.
 from __future__ import annotations
 
 from .data import FunnelData
-from .datasets import load_sample, simulate
+from .datasets import load_maven_crm, load_sample, simulate
 from .errors import FunnelDataError, InsufficientHistoryError, UnknownLayoutError
 from .ingest import (
     RULES,
@@ -15,8 +15,12 @@ from .ingest import (
     detect_layout,
     read,
     read_deals,
+    read_dynamics,
     read_events,
+    read_hubspot,
+    read_pipedrive,
     read_salesforce,
+    read_zoho,
 )
 from .pipeline import Pipeline
 
@@ -32,10 +36,15 @@ __all__ = [
     "UnknownLayoutError",
     "__version__",
     "detect_layout",
+    "load_maven_crm",
     "load_sample",
     "read",
     "read_deals",
+    "read_dynamics",
     "read_events",
+    "read_hubspot",
+    "read_pipedrive",
     "read_salesforce",
+    "read_zoho",
     "simulate",
 ]

@@ -11,7 +11,9 @@ from typing import Any
 
 from ..data import FunnelData
 from ..errors import UnknownLayoutError
+from ._crm import load_json, looks_like_json
 from ._io import Source, Table, read_table
+from .dynamics import read_dynamics
 from .generic import (
     AT_CANDIDATES,
     CREATED_CANDIDATES,
@@ -21,9 +23,12 @@ from .generic import (
     read_deals,
     read_events,
 )
+from .hubspot import hubspot_stage_columns, read_hubspot
+from .pipedrive import read_pipedrive
 from .report import RULES, IngestReport, Rule
 from .salesforce import read_salesforce
 from .validate import _norm
+from .zoho import read_zoho
 
 __all__ = [
     "RULES",
@@ -32,12 +37,20 @@ __all__ = [
     "detect_layout",
     "read",
     "read_deals",
+    "read_dynamics",
     "read_events",
+    "read_hubspot",
+    "read_pipedrive",
     "read_salesforce",
+    "read_zoho",
 ]
 
 _READERS = {
     "salesforce": read_salesforce,
+    "hubspot": read_hubspot,
+    "pipedrive": read_pipedrive,
+    "dynamics": read_dynamics,
+    "zoho": read_zoho,
     "generic": read_events,
     "deals": read_deals,
 }
@@ -51,17 +64,56 @@ def _has_any(cols: set[str], names: tuple[str, ...]) -> bool:
     return any(_norm(n) in cols for n in names)
 
 
-# (layout, what it needs, test) in the order they are tried
+def _hubspot(cols: set[str], raw: list[str]) -> bool:
+    return bool(hubspot_stage_columns(raw))
+
+
+# (layout, what it needs, test) in the order they are tried; tests get the normalised
+# column names and the names as written
 _DETECTORS: list[tuple[str, str, Any]] = [
     (
         "salesforce",
-        "OpportunityId, StageName, CreatedDate",
-        lambda c: _has(c, "OpportunityId", "StageName", "CreatedDate"),
+        "OpportunityId, StageName, CreatedDate (OpportunityHistory) or OpportunityId, Field, "
+        "OldValue, NewValue, CreatedDate (OpportunityFieldHistory)",
+        lambda c, raw: (
+            _has(c, "OpportunityId", "StageName", "CreatedDate")
+            or _has(c, "OpportunityId", "Field", "OldValue", "NewValue", "CreatedDate")
+        ),
+    ),
+    (
+        "hubspot",
+        'Date entered "<Stage> (<Pipeline>)" columns, or hs_v2_date_entered_<stageid> / '
+        "hs_date_entered_<stageid>; or JSON deals with propertiesWithHistory.dealstage",
+        _hubspot,
+    ),
+    (
+        "dynamics",
+        "opportunityid, statecode, createdon (the opportunity entity)",
+        lambda c, raw: _has(c, "opportunityid", "statecode", "createdon"),
+    ),
+    (
+        "pipedrive",
+        "id, stage_id (or stage), status, add_time; or Deal - ID, Deal - Stage, Deal - Status, "
+        "Deal - Deal created",
+        lambda c, raw: (
+            (_has(c, "id", "status", "add_time") and _has_any(c, ("stage_id", "stage")))
+            or _has(c, "Deal - ID", "Deal - Stage", "Deal - Status")
+        ),
+    ),
+    (
+        "zoho",
+        "Stage, Last Modified Time (or Modified Time), Closing Date or Probability, and a deal id "
+        "(Deal Id, Deal Name, Potential Id, Parent Id)",
+        lambda c, raw: (
+            _has(c, "Stage")
+            and _has_any(c, ("Last Modified Time", "Modified Time", "Modified_Time"))
+            and _has_any(c, ("Closing Date", "Close_Date", "Closing_Date", "Probability"))
+        ),
     ),
     (
         "generic",
         "a deal id, a stage and a timestamp column (deal_id, stage, entered_at/timestamp)",
-        lambda c: (
+        lambda c, raw: (
             _has_any(c, DEAL_CANDIDATES)
             and _has_any(c, STAGE_CANDIDATES)
             and _has_any(c, AT_CANDIDATES)
@@ -70,7 +122,7 @@ _DETECTORS: list[tuple[str, str, Any]] = [
     (
         "deals",
         "a deal id, a current stage and a created date (deal_id, deal_stage, created_at)",
-        lambda c: (
+        lambda c, raw: (
             _has_any(c, DEAL_CANDIDATES)
             and _has_any(c, DEAL_STAGE_CANDIDATES)
             and _has_any(c, CREATED_CANDIDATES)
@@ -92,9 +144,10 @@ def detect_layout(columns: Any) -> str:
     >>> detect_layout(["deal_id", "stage", "timestamp"])
     'generic'
     """
-    cols = {_norm(str(c)) for c in columns}
+    raw = [str(c) for c in columns]
+    cols = {_norm(c) for c in raw}
     for name, _, test in _DETECTORS:
-        if test(cols):
+        if test(cols, raw):
             return name
     known = "; ".join(f"{name}: {needs}" for name, needs, _ in _DETECTORS)
     raise UnknownLayoutError(
@@ -112,8 +165,9 @@ def read(source: Source, *, layout: str | None = None, **kwargs: Any) -> FunnelD
     ----------
     source : path, file object, or DataFrame
     layout : str, optional
-        Force a layout (``"salesforce"``, ``"generic"``, ``"deals"``, ...)
-        instead of detecting it.
+        Force a layout (``"salesforce"``, ``"hubspot"``, ``"pipedrive"``,
+        ``"dynamics"``, ``"zoho"``, ``"generic"``, ``"deals"``) instead of
+        detecting it from the header.
     **kwargs
         Passed to the layout's reader (``pipeline=``, ``tz=``, ``strict=``...).
 
@@ -124,6 +178,19 @@ def read(source: Source, *, layout: str | None = None, **kwargs: Any) -> FunnelD
     >>> fs.read(sample_path()).report.layout
     'salesforce'
     """
+    if layout in (None, "hubspot") and looks_like_json(source):
+        data, name = load_json(source)
+        deals = data.get("results", data) if isinstance(data, dict) else data
+        first = deals[0] if isinstance(deals, list) and deals else {}
+        if isinstance(first, dict) and "dealstage" in (first.get("propertiesWithHistory") or {}):
+            return read_hubspot(data if name == "<JSON>" else source, **kwargs)
+        raise UnknownLayoutError(
+            "unrecognised JSON: funnelstats reads HubSpot deals with propertiesWithHistory="
+            "dealstage ({'results': [{'id', 'properties', 'propertiesWithHistory': {'dealstage': "
+            "[{'value', 'timestamp'}]}}]}); convert other JSON to a table first",
+            file=name,
+            rule="unknown_layout",
+        )
     encoding = kwargs.get("encoding")
     table = (
         source

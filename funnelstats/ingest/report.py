@@ -100,6 +100,11 @@ RULES: dict[str, Rule] = _rules(
         "A local time that does not exist (DST starts); moved forward to the first valid time.",
     ),
     Rule(
+        "amount_rounded",
+        "repair",
+        "An amount with floating-point noise (16120999.999999998) rounded to the currency's cents.",
+    ),
+    Rule(
         "close_date_unparseable",
         "repair",
         "An expected close date that cannot be read; left empty.",
@@ -124,6 +129,27 @@ RULES: dict[str, Rule] = _rules(
     Rule("backward_move", "note", "A move to an earlier open stage; kept as an event."),
     Rule("reopened", "note", "A row after a won or lost stage (the deal was reopened); kept."),
     Rule("early_timestamp", "note", "A timestamp before 1990; kept, but check the source."),
+    Rule(
+        "other_pipeline",
+        "quarantine",
+        "The deal is in another CRM pipeline than the one asked for (pipeline_name=).",
+    ),
+    Rule(
+        "field_not_used",
+        "note",
+        "A field-history or change-log row about a field funnelstats does not use (owner, name).",
+    ),
+    Rule(
+        "backfilled_stage",
+        "note",
+        "A stage the CRM marks as entered at the same instant as the next one with no time in it "
+        "(HubSpot writes this for skipped stages); read as a skip, not as a stay.",
+    ),
+    Rule(
+        "first_stage_unknown",
+        "note",
+        "A change log whose first change has no known start: the stage before it is not placed.",
+    ),
     Rule(
         "undated_deal",
         "note",

@@ -55,6 +55,9 @@ class Mapped:
     pre_quarantine: list[tuple[np.ndarray, str, str | None, str]] = field(default_factory=list)
     # (source-row mask, rule, column, message) counted as notes, rows kept
     source_notes: list[tuple[np.ndarray, str, str | None, str]] = field(default_factory=list)
+    # (mapped-row mask, rule, column, message, original values, repaired values):
+    # CRM-specific repairs the adapter made to the mapped values, counted like any repair
+    repairs: list[tuple[np.ndarray, str, str | None, str, Any, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     has_stage_history: bool = True
     undated: pd.DataFrame | None = None
@@ -302,6 +305,8 @@ def build_funnel(
         k.quarantine(mask, rule, column, message, source=True)
     for mask, rule, column, message in mapped.source_notes:
         k._add(rule, np.flatnonzero(mask), column, message)
+    for mask, rule, column, message, original, repaired in mapped.repairs:
+        k.repair(np.asarray(mask, dtype=bool), rule, column, message, original, repaired)
 
     # ---- deal ids
     deal = _strings(mapped.deal)
