@@ -9,6 +9,13 @@ from __future__ import annotations
 from .data import FunnelData
 from .datasets import load_maven_crm, load_sample, simulate
 from .errors import FunnelDataError, InsufficientHistoryError, UnknownLayoutError
+from .forecast import (
+    backtest,
+    forecast_bookings,
+    realised_bookings,
+    reliability,
+    weighted_pipeline,
+)
 from .ingest import (
     RULES,
     IngestReport,
@@ -23,6 +30,7 @@ from .ingest import (
     read_zoho,
 )
 from .pipeline import Pipeline
+from .snapshot import flow, snapshot
 
 __version__ = "0.1.0"
 
@@ -35,7 +43,10 @@ __all__ = [
     "Pipeline",
     "UnknownLayoutError",
     "__version__",
+    "backtest",
     "detect_layout",
+    "flow",
+    "forecast_bookings",
     "load_maven_crm",
     "load_sample",
     "read",
@@ -46,5 +57,9 @@ __all__ = [
     "read_pipedrive",
     "read_salesforce",
     "read_zoho",
+    "realised_bookings",
+    "reliability",
     "simulate",
+    "snapshot",
+    "weighted_pipeline",
 ]

@@ -216,6 +216,9 @@ _STAGE_COMPONENTS: tuple[str, ...] = (
 )
 
 
+_SCOPES = {"closing": "open deals expected to close by the end", "open": "all open deals"}
+
+
 @dataclass(frozen=True, repr=False, kw_only=True)
 class FlowResult(Result):
     """The pipeline waterfall between two dates (see :func:`flow`).
@@ -241,7 +244,7 @@ class FlowResult(Result):
     def summary(self) -> str:
         head = (
             f"Pipeline flow {self.start:%Y-%m-%d} → {self.end:%Y-%m-%d} "
-            f"(scope: {'open deals expected to close by the end' if self.scope == 'closing' else 'all open deals'})"
+            f"(scope: {_SCOPES[self.scope]})"
         )
         with pd.option_context("display.width", 120, "display.float_format", "{:,.2f}".format):
             body = self.frame.to_string(index=False)
