@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--horizon", default="90D")
     ap.add_argument("--n-sims", type=int, default=4000)
     ap.add_argument("--by", default=None)
-    ap.add_argument("--amount-bands", type=int, default=3)
+    ap.add_argument("--amount-bands", type=int, default=5)
     args = ap.parse_args()
 
     sim = simulate(args.deals, seed=args.seed, days=args.days)

@@ -317,7 +317,7 @@ def forecast_bookings(
     seed: int | None = None,
     include_new: bool = True,
     by: str | None = None,
-    amount_bands: int = 3,
+    amount_bands: int = 5,
     arrival_window: Any = "90D",
 ) -> BookingsForecast:
     """Forecast bookings in ``(as_of, as_of + horizon]`` from the stage history.
@@ -649,7 +649,7 @@ def backtest(
     seed: int | None = 0,
     include_new: bool = True,
     by: str | None = None,
-    amount_bands: int = 3,
+    amount_bands: int = 5,
     probabilities: str | Mapping[str, float] = "auto",
     progress: bool | None = None,
 ) -> BacktestResult:
