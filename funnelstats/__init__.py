@@ -12,8 +12,11 @@ from .errors import FunnelDataError, InsufficientHistoryError, UnknownLayoutErro
 from .forecast import (
     backtest,
     forecast_bookings,
+    forecast_velocity,
+    forecast_win_rate,
     realised_bookings,
     reliability,
+    velocity,
     weighted_pipeline,
 )
 from .ingest import (
@@ -47,6 +50,8 @@ __all__ = [
     "detect_layout",
     "flow",
     "forecast_bookings",
+    "forecast_velocity",
+    "forecast_win_rate",
     "load_maven_crm",
     "load_sample",
     "read",
@@ -61,5 +66,6 @@ __all__ = [
     "reliability",
     "simulate",
     "snapshot",
+    "velocity",
     "weighted_pipeline",
 ]

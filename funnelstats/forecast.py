@@ -34,14 +34,20 @@ __all__ = [
     "BacktestResult",
     "BookingsForecast",
     "ReliabilityResult",
+    "SeriesForecast",
+    "VelocityResult",
     "WeightedPipeline",
     "backtest",
     "forecast_bookings",
+    "forecast_velocity",
+    "forecast_win_rate",
     "plot_backtest",
     "plot_bookings",
     "plot_reliability",
+    "plot_series_forecast",
     "realised_bookings",
     "reliability",
+    "velocity",
     "weighted_pipeline",
 ]
 
@@ -913,5 +919,294 @@ def plot_reliability(result: ReliabilityResult, *, ax: Axes | None = None, **kwa
     ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed frequency")
     ax.set_title(f"Reliability (Brier {result.brier:.3f})")
+    ax.legend(frameon=False)
+    return ax
+
+
+# ---------------------------------------------------------------------------
+# velocity and its forecasts
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class VelocityResult(Result):
+    """Sales velocity per creation period (see :func:`velocity`)."""
+
+    t_mature: float
+    trend_per_period: float
+    title: ClassVar[str] = "Sales velocity"
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """Velocity per period (mature cohorts) and its linear trend."""
+        ax = get_ax(ax)
+        f = self.frame
+        x = f["period"].dt.to_timestamp()
+        ax.plot(x, f["velocity"], marker="o", label="velocity", **kwargs)
+        ax.plot(x, f["trend"], linestyle="--", color="#999999", label="trend")
+        ax.set_ylabel("velocity (amount per day)")
+        ax.legend(frameon=False)
+        return ax
+
+
+def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> VelocityResult:
+    """Sales velocity per period: open deals × average won amount × win rate / cycle length.
+
+    Each component is shown. The cohort of a period is the deals created in
+    it; its win rate is the Aalen–Johansen probability of being won within the
+    maturity horizon (the time by which 90% of deals have closed, from the
+    Kaplan–Meier of time to close), lost competing and open deals censored;
+    its cycle length is the restricted mean time to win among its winners over
+    the same horizon, from the same curve; the average won amount is over its
+    winners. Open deals are those open at the period's end. Cohorts not yet
+    followed for the maturity horizon are *immature*: their win rate so far is
+    shown as ``win_rate_to_date`` and their velocity is left empty, not
+    reported as final.
+
+    Parameters
+    ----------
+    data : FunnelData
+    freq : str
+        Pandas period frequency of the cohorts (``"M"``, ``"Q"``, ``"W"``).
+    alpha : float
+        Level of the win rate's interval (Aalen–Johansen variance, log-log).
+
+    Returns
+    -------
+    VelocityResult
+        ``.frame``: ``period, n_created, open_deals, win_rate, ci_lower, ci_upper,
+        win_rate_to_date, avg_won_amount, cycle_days, velocity, trend, mature,
+        follow_up_days``; ``velocity`` is amount per day; ``trend`` the least-squares
+        line through the mature periods' velocity (``.trend_per_period`` its slope).
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> v = fs.velocity(fs.load_sample())
+    >>> f = v.frame[v.frame["mature"]]
+    >>> bool(np.allclose(f["velocity"], f["open_deals"] * f["avg_won_amount"]
+    ...                  * f["win_rate"] / f["cycle_days"]))
+    True
+    >>> bool(v.frame["mature"].iloc[-1])
+    False
+    """
+    from ._forecast_velocity import cohort_table
+
+    require_history(data, "velocity")
+    ct = cohort_table(data, freq=freq, alpha=alpha)
+    f = ct.frame.copy()
+    f["velocity"] = f["open_deals"] * f["avg_won_amount"] * f["win_rate"] / f["cycle_days"]
+    mature = f["mature"].to_numpy() & np.isfinite(f["velocity"].to_numpy())
+    x = np.arange(len(f), dtype=float)
+    slope = float("nan")
+    f["trend"] = np.nan
+    if mature.sum() >= 2:
+        slope, icpt = np.polyfit(x[mature], f["velocity"].to_numpy()[mature], 1)
+        f.loc[mature, "trend"] = icpt + slope * x[mature]
+    cols = [
+        "period",
+        "n_created",
+        "open_deals",
+        "win_rate",
+        "ci_lower",
+        "ci_upper",
+        "win_rate_to_date",
+        "avg_won_amount",
+        "cycle_days",
+        "velocity",
+        "trend",
+        "mature",
+        "follow_up_days",
+    ]
+    notes = (
+        f"maturity horizon {ct.t_mature:.0f} days (90% of deals closed by then); "
+        f"{int((~f['mature']).sum())} recent period(s) immature",
+    )
+    return VelocityResult(
+        frame=f[cols], t_mature=ct.t_mature, trend_per_period=float(slope), notes=notes
+    )
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class SeriesForecast(Result):
+    """A per-period series and its forecast (see :func:`forecast_win_rate`)."""
+
+    model: str
+    title: ClassVar[str] = "Forecast"
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """Observed values, the forecast and its prediction interval."""
+        return plot_series_forecast(self, ax=ax, **kwargs)
+
+
+def _sarimax_forecast(
+    y: pd.Series, *, periods: int, alpha: float, transform: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """SARIMAX(0,1,1) (simple exponential smoothing in state-space form) on ``y``.
+
+    Missing values (immature periods) are skipped by the Kalman filter and
+    predicted with the rest. Returns mean, lower, upper over the whole series
+    (in-sample one-step predictions, then ``periods`` ahead), back-transformed.
+    """
+    import warnings
+
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    eps = 1e-4
+    if transform == "logit":
+        v = np.clip(y.to_numpy(dtype=float), eps, 1 - eps)
+        z = np.log(v / (1 - v))
+
+        def back(a):
+            with np.errstate(over="ignore"):
+                return 1 / (1 + np.exp(-a))
+    else:
+        z = np.log(np.maximum(y.to_numpy(dtype=float), eps))
+
+        def back(a):
+            with np.errstate(over="ignore"):
+                return np.exp(a)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = SARIMAX(z, order=(0, 1, 1)).fit(disp=False)
+        pred = res.get_prediction(start=0, end=len(z) + periods - 1)
+        mean = pred.predicted_mean
+        ci = pred.conf_int(alpha=alpha)
+    desc = f"SARIMAX(0,1,1) on the {transform} scale, theta={res.params[0]:.2f}"
+    return back(mean), back(ci[:, 0]), back(ci[:, 1]), desc
+
+
+def _series_forecast(
+    frame: pd.DataFrame, column: str, *, freq: str, periods: int, alpha: float, transform: str
+) -> SeriesForecast:
+    if periods < 1:
+        raise ValueError("periods must be at least 1")
+    obs = frame[column].where(frame["mature"])
+    n_obs = int(obs.notna().sum())
+    if n_obs < 4:
+        from .errors import InsufficientHistoryError
+
+        raise InsufficientHistoryError(
+            f"forecasting {column} needs at least 4 mature periods; the data have {n_obs} "
+            "(a longer history or a shorter freq helps)"
+        )
+    mean, lo, hi, desc = _sarimax_forecast(obs, periods=periods, alpha=alpha, transform=transform)
+    last = frame["period"].iloc[-1]
+    future = pd.period_range(last + 1, periods=periods, freq=freq)
+    allp = pd.PeriodIndex(list(frame["period"]) + list(future), freq=freq)
+    kind = np.array(
+        ["observed" if m else "nowcast" for m in frame["mature"]] + ["forecast"] * periods
+    )
+    observed = np.r_[obs.to_numpy(dtype=float), np.full(periods, np.nan)]
+    out = pd.DataFrame(
+        {
+            "period": allp,
+            "kind": kind,
+            "observed": observed,
+            "forecast": mean,
+            "ci_lower": lo,
+            "ci_upper": hi,
+        }
+    )
+    # the first in-sample prediction of an integrated model has no information
+    out.loc[0, ["forecast", "ci_lower", "ci_upper"]] = np.nan
+    return SeriesForecast(
+        frame=out,
+        model=desc,
+        notes=(
+            desc,
+            "immature periods are missing values to the model (predicted, not fitted)",
+        ),
+    )
+
+
+def forecast_win_rate(
+    data: FunnelData, *, freq: str = "M", periods: int = 3, alpha: float = 0.05
+) -> SeriesForecast:
+    """Forecast the cohort win rate, with prediction intervals.
+
+    The series is the censoring-aware win rate of each creation cohort (see
+    :func:`velocity`). Only mature cohorts are observations: the recent,
+    immature ones are missing values, so they are *nowcast* by the model instead
+    of being taken as final (their win rate to date would understate them).
+
+    The model is statsmodels ``SARIMAX`` with order (0, 1, 1) on the logit of
+    the rate: the state-space form of simple exponential smoothing (ETS(A,N,N)),
+    chosen over ``ETSModel`` because its Kalman filter handles the missing
+    immature periods natively and gives prediction intervals through them;
+    a level that drifts slowly is what a few dozen monthly cohorts support (no
+    trend or seasonality is identifiable from that little), and the logit keeps
+    the intervals inside (0, 1).
+
+    Parameters
+    ----------
+    data : FunnelData
+    freq : str
+        Cohort period frequency.
+    periods : int
+        Periods to forecast after the last cohort.
+    alpha : float
+        1 - level of the prediction intervals.
+
+    Returns
+    -------
+    SeriesForecast
+        ``.frame``: ``period, kind`` (``observed``, ``nowcast`` for immature
+        cohorts, ``forecast``), ``observed, forecast, ci_lower, ci_upper``
+        (one-step-ahead in-sample predictions on observed rows).
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> fc = fs.forecast_win_rate(fs.simulate(3000, seed=1, days=730).funnel(), periods=2)
+    >>> fc.frame["kind"].iloc[-2:].tolist()
+    ['forecast', 'forecast']
+    >>> f = fc.frame.dropna()
+    >>> bool(((f["ci_lower"] <= f["forecast"]) & (f["forecast"] <= f["ci_upper"])).all())
+    True
+    """
+    from ._forecast_velocity import cohort_table
+
+    require_history(data, "forecast_win_rate")
+    ct = cohort_table(data, freq=freq)
+    out = _series_forecast(
+        ct.frame, "win_rate", freq=freq, periods=periods, alpha=alpha, transform="logit"
+    )
+    return SeriesForecast(frame=out.frame, model=out.model, notes=out.notes)
+
+
+def forecast_velocity(
+    data: FunnelData, *, freq: str = "M", periods: int = 3, alpha: float = 0.05
+) -> SeriesForecast:
+    """Forecast sales velocity (see :func:`velocity`), with prediction intervals.
+
+    Same model and treatment of immature periods as :func:`forecast_win_rate`,
+    on the log scale (velocity is positive and its changes multiplicative).
+
+    Returns
+    -------
+    SeriesForecast
+        ``.frame``: ``period, kind, observed, forecast, ci_lower, ci_upper``.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> fc = fs.forecast_velocity(fs.simulate(3000, seed=1, days=730).funnel(), periods=2)
+    >>> bool((fc.frame["forecast"].dropna() > 0).all())
+    True
+    """
+    v = velocity(data, freq=freq)
+    return _series_forecast(
+        v.frame, "velocity", freq=freq, periods=periods, alpha=alpha, transform="log"
+    )
+
+
+def plot_series_forecast(result: SeriesForecast, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Observed points (first line), forecast line (second) and the interval band."""
+    ax = get_ax(ax)
+    f = result.frame
+    x = f["period"].dt.to_timestamp()
+    ax.plot(x, f["observed"], marker="o", linestyle="none", color="black", label="observed")
+    ax.plot(x, f["forecast"], color="#4c72b0", label="forecast", **kwargs)
+    ax.fill_between(x, f["ci_lower"], f["ci_upper"], color="#4c72b0", alpha=0.2, label="interval")
     ax.legend(frameon=False)
     return ax
