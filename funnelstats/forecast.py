@@ -866,7 +866,9 @@ def plot_bookings(result: BookingsForecast, *, ax: Axes | None = None, **kwargs:
     --------
     >>> import funnelstats as fs
     >>> fc = fs.forecast_bookings(fs.load_sample(), as_of="2024-09-30", n_sims=500, seed=1)
-    >>> ax = plot_bookings(fc)
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> ax = plot_bookings(fc, ax=ax)
     >>> [round(x) for x in ax.lines[0].get_xdata()] == [round(fc.quantile(0.1))] * 2
     True
     """

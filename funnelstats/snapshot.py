@@ -586,7 +586,9 @@ def plot_waterfall(
     --------
     >>> import funnelstats as fs
     >>> f = fs.flow(fs.load_sample(), "2024-04-01", "2024-06-30")
-    >>> ax = plot_waterfall(f)
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> ax = plot_waterfall(f, ax=ax)
     >>> len(ax.patches) == int((f.frame["role"] != "memo").sum())
     True
     """
