@@ -339,3 +339,10 @@ def test_reliability_table_against_direct_computation():
         assert row["predicted"] == pytest.approx(p[idx].mean())
         assert row["observed"] == pytest.approx(y[idx].mean())
     assert rel.brier == pytest.approx(np.mean((p - y) ** 2))
+
+
+def test_backtest_progress_bar_only_when_asked_or_on_a_terminal(sample, capsys):
+    fs.backtest(sample, cutoffs=["2024-06-30"], n_sims=50)  # stderr is not a terminal here
+    assert "backtest" not in capsys.readouterr().err
+    fs.backtest(sample, cutoffs=["2024-06-30"], n_sims=50, progress=True)
+    assert "backtest" in capsys.readouterr().err
