@@ -9,6 +9,16 @@ from __future__ import annotations
 from .data import FunnelData
 from .datasets import load_maven_crm, load_sample, simulate
 from .errors import FunnelDataError, InsufficientHistoryError, UnknownLayoutError
+from .forecast import (
+    backtest,
+    forecast_bookings,
+    forecast_velocity,
+    forecast_win_rate,
+    realised_bookings,
+    reliability,
+    velocity,
+    weighted_pipeline,
+)
 from .ingest import (
     RULES,
     IngestReport,
@@ -23,6 +33,7 @@ from .ingest import (
     read_zoho,
 )
 from .pipeline import Pipeline
+from .snapshot import flow, snapshot
 
 __version__ = "0.1.0"
 
@@ -35,7 +46,12 @@ __all__ = [
     "Pipeline",
     "UnknownLayoutError",
     "__version__",
+    "backtest",
     "detect_layout",
+    "flow",
+    "forecast_bookings",
+    "forecast_velocity",
+    "forecast_win_rate",
     "load_maven_crm",
     "load_sample",
     "read",
@@ -46,5 +62,10 @@ __all__ = [
     "read_pipedrive",
     "read_salesforce",
     "read_zoho",
+    "realised_bookings",
+    "reliability",
     "simulate",
+    "snapshot",
+    "velocity",
+    "weighted_pipeline",
 ]

@@ -1,0 +1,1214 @@
+"""Bookings forecasts from the stage history, the weighted-pipeline baseline, and backtests.
+
+:func:`forecast_bookings` gives every open deal its probability of being won
+within the horizon from a stage-by-stage (semi-Markov) model fitted on the
+history as of the cut-off — how long deals stay in each stage, and where they
+go next, given how long this deal has already been there — and adds up the
+deals by Monte Carlo into a distribution of total bookings. :func:`backtest`
+replays past cut-offs and scores the forecast against what was really won,
+beside the CRM's weighted pipeline (:func:`weighted_pipeline`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from . import _columns as C
+from ._forecast_history import history_state
+from ._forecast_model import SemiMarkovFunnel
+from ._result import Result, get_ax
+from ._stays import NS_PER_DAY, group_codes, require_history
+from .data import FunnelData, to_timestamp
+from .snapshot import _open_table
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "BacktestResult",
+    "BookingsForecast",
+    "ReliabilityResult",
+    "SeriesForecast",
+    "VelocityResult",
+    "WeightedPipeline",
+    "backtest",
+    "forecast_bookings",
+    "forecast_velocity",
+    "forecast_win_rate",
+    "plot_backtest",
+    "plot_bookings",
+    "plot_reliability",
+    "plot_series_forecast",
+    "realised_bookings",
+    "reliability",
+    "velocity",
+    "weighted_pipeline",
+]
+
+QUANTILES = (0.1, 0.5, 0.9)
+
+
+def _days(horizon: Any, name: str = "horizon") -> float:
+    try:
+        td = pd.Timedelta(horizon)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}: cannot read {horizon!r} as a duration (e.g. '90D')") from None
+    days = td.value / NS_PER_DAY
+    if not days > 0:
+        raise ValueError(f"{name} must be positive, got {horizon!r}")
+    return days
+
+
+def _cut(data: FunnelData, as_of: Any) -> tuple[FunnelData, pd.Timestamp]:
+    if as_of is None:
+        return data, data.exported_at
+    ts = to_timestamp(as_of, name="as_of")
+    return data.as_of(ts), ts
+
+
+# ---------------------------------------------------------------------------
+# weighted pipeline (the CRM baseline)
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class WeightedPipeline(Result):
+    """Amount × stage probability per open deal (see :func:`weighted_pipeline`)."""
+
+    as_of: pd.Timestamp
+    source: str
+    probabilities: Mapping[str, float]
+    title: ClassVar[str] = "Weighted pipeline"
+
+    @property
+    def total(self) -> float:
+        """The weighted pipeline: sum of ``weighted_amount`` over deals in the horizon."""
+        f = self.frame
+        return float(f.loc[f["in_horizon"], "weighted_amount"].sum())
+
+    def summary(self) -> str:
+        probs = ", ".join(f"{k} {v:.0%}" for k, v in self.probabilities.items())
+        notes = "".join(f"\n- {n}" for n in self.notes)
+        return (
+            f"Weighted pipeline as of {self.as_of:%Y-%m-%d}: {self.total:,.0f} "
+            f"({int(self.frame['in_horizon'].sum()):,} deals; {self.source} probabilities: "
+            f"{probs}){notes}"
+        )
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """Bars of the weighted amount per stage."""
+        ax = get_ax(ax)
+        f = self.frame[self.frame["in_horizon"]]
+        t = f.groupby(C.STAGE, observed=True)["weighted_amount"].sum()
+        ax.bar(t.index.astype(str), t.to_numpy(), **kwargs)
+        ax.set_ylabel("weighted amount")
+        ax.set_title(f"Weighted pipeline as of {self.as_of:%Y-%m-%d}")
+        return ax
+
+
+def _empirical_stage_rates(cut: FunnelData) -> dict[str, float]:
+    """Share won among closed deals that reached each stage (open deals left out)."""
+    d = cut.deals
+    closed = d[C.OUTCOME] != C.OPEN
+    furthest = d[C.FURTHEST_STAGE].cat.codes.to_numpy()
+    won = (d[C.OUTCOME] == C.WON).to_numpy()
+    out = {}
+    for s, name in enumerate(cut.pipeline.stages):
+        reached = closed.to_numpy() & (furthest >= s)
+        out[name] = float(won[reached].mean()) if reached.any() else float("nan")
+    return out
+
+
+def weighted_pipeline(
+    data: FunnelData,
+    as_of: Any = None,
+    *,
+    horizon: Any = None,
+    probabilities: str | Mapping[str, float] = "auto",
+) -> WeightedPipeline:
+    """The CRM's forecast: each open deal's amount × its stage's win probability.
+
+    Parameters
+    ----------
+    data : FunnelData
+    as_of : date-like, optional
+        The cut-off (default ``data.exported_at``); the data are cut there.
+    horizon : duration, optional
+        With expected close dates in the export: only deals expected to close
+        by ``as_of + horizon`` count (overdue deals included, deals with no close
+        date included), as a CRM's "this quarter" forecast does.
+    probabilities : {"auto", "crm", "empirical"} or mapping
+        ``"crm"``: the pipeline's stage probabilities
+        (``data.pipeline.probabilities``); ``"empirical"``: per stage, the share
+        won among the deals that reached it and were closed by ``as_of`` (the
+        naive rate: open deals left out); ``"auto"``: the CRM's when it gives
+        one for every open stage, else empirical. A mapping gives them directly.
+        The result's ``source`` says which was used.
+
+    Returns
+    -------
+    WeightedPipeline
+        ``.frame``: one row per open deal: ``deal_id, stage, amount, probability,
+        weighted_amount, close_date, in_horizon``; ``.total`` the sum over deals in
+        the horizon.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> wp = fs.weighted_pipeline(fs.load_sample(), "2024-06-30")
+    >>> wp.source
+    'crm'
+    >>> round(wp.total) == round((wp.frame["amount"] * wp.frame["probability"]).sum())
+    True
+    """
+    require_history(data, "weighted_pipeline")
+    cut, ts = _cut(data, as_of)
+    stages = cut.pipeline.stages
+    crm = dict(cut.pipeline.probabilities)
+    if isinstance(probabilities, Mapping):
+        probs = {s: float(probabilities[s]) for s in stages if s in probabilities}
+        missing = [s for s in stages if s not in probs]
+        if missing:
+            raise ValueError(f"probabilities: no value for stage(s) {missing}")
+        source = "given"
+    elif probabilities == "crm" or (probabilities == "auto" and all(s in crm for s in stages)):
+        missing = [s for s in stages if s not in crm]
+        if missing:
+            raise ValueError(
+                f"the pipeline has no CRM probability for stage(s) {missing}; "
+                "use probabilities='empirical' or give them"
+            )
+        probs = {s: crm[s] for s in stages}
+        source = "crm"
+    elif probabilities in ("auto", "empirical"):
+        probs = _empirical_stage_rates(cut)
+        source = "empirical"
+    else:
+        raise ValueError(
+            f"probabilities must be 'auto', 'crm', 'empirical' or a mapping, got {probabilities!r}"
+        )
+    snap = _open_table(cut, ts)
+    p = snap[C.STAGE].astype(str).map(probs).to_numpy(dtype=float)
+    in_h = np.ones(len(snap), dtype=bool)
+    if horizon is not None:
+        limit = ts + pd.Timedelta(days=_days(horizon))
+        cd = snap[C.CLOSE_DATE]
+        in_h = (cd.isna() | (cd <= limit)).to_numpy()
+    frame = pd.DataFrame(
+        {
+            C.DEAL_ID: snap[C.DEAL_ID].to_numpy(),
+            C.STAGE: snap[C.STAGE].to_numpy(),
+            C.AMOUNT: snap[C.AMOUNT].to_numpy(),
+            "probability": p,
+            "weighted_amount": snap[C.AMOUNT].to_numpy() * p,
+            C.CLOSE_DATE: snap[C.CLOSE_DATE].to_numpy(),
+            "in_horizon": in_h,
+        }
+    )
+    notes = [
+        {
+            "crm": "stage probabilities from the CRM (pipeline.probabilities)",
+            "empirical": "stage probabilities: share won among closed deals that reached the "
+            "stage (naive: open deals left out)",
+            "given": "stage probabilities as given",
+        }[source]
+    ]
+    return WeightedPipeline(
+        frame=frame, as_of=ts, source=source, probabilities=probs, notes=tuple(notes)
+    )
+
+
+# ---------------------------------------------------------------------------
+# realised bookings
+
+
+def realised_bookings(data: FunnelData, start: Any, end: Any) -> pd.DataFrame:
+    """Deals won in ``(start, end]``, at the amount they were won at.
+
+    A deal counts once, at its first entry into a won stage in the period.
+
+    Returns
+    -------
+    DataFrame
+        ``deal_id, won_at, amount``.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> won = realised_bookings(fs.load_sample(), "2024-03-31", "2024-06-30")
+    >>> bool(won["won_at"].between(pd.Timestamp("2024-03-31", tz="UTC"),
+    ...                            pd.Timestamp("2024-06-30", tz="UTC")).all())
+    True
+    """
+    t0 = to_timestamp(start, name="start").value
+    t1 = to_timestamp(end, name="end").value
+    hs = history_state(data)
+    prev_won = np.r_[False, hs.kind[:-1] == 1] & ~hs.first
+    enter = (hs.kind == 1) & ~prev_won & (hs.at > t0) & (hs.at <= t1)
+    idx = np.flatnonzero(enter)
+    first = np.r_[True, hs.deal[idx][1:] != hs.deal[idx][:-1]] if len(idx) else idx.astype(bool)
+    idx = idx[first]
+    return pd.DataFrame(
+        {
+            C.DEAL_ID: data.deals[C.DEAL_ID].to_numpy()[hs.deal[idx]],
+            "won_at": pd.DatetimeIndex(hs.at[idx].view("datetime64[ns]")).tz_localize("UTC"),
+            C.AMOUNT: hs.amount[idx],
+        }
+    )
+
+
+# ---------------------------------------------------------------------------
+# bookings forecast
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class BookingsForecast(Result):
+    """The bookings forecast (see :func:`forecast_bookings`).
+
+    Attributes
+    ----------
+    frame : DataFrame
+        ``component`` (``open_pipeline``, ``new_deals``, ``total``), ``n_deals``,
+        ``expected_wins``, ``expected``, ``p10``, ``p50``, ``p90``.
+    deals : DataFrame
+        One row per open deal, sorted by ``expected_amount``.
+    simulations : ndarray
+        Simulated total bookings (``n_sims``); ``open_simulations`` and
+        ``new_simulations`` are its two parts.
+    """
+
+    deals: pd.DataFrame
+    simulations: np.ndarray
+    open_simulations: np.ndarray
+    new_simulations: np.ndarray
+    as_of: pd.Timestamp
+    horizon_days: float
+    title: ClassVar[str] = "Bookings forecast"
+
+    @property
+    def expected(self) -> float:
+        """Expected total bookings in the horizon."""
+        return float(self.frame.set_index("component").loc["total", "expected"])
+
+    def quantile(self, q: float | Iterable[float]) -> np.ndarray:
+        """Quantiles of the simulated total bookings."""
+        return np.quantile(self.simulations, q)
+
+    def summary(self) -> str:
+        head = (
+            f"Bookings forecast: {self.as_of:%Y-%m-%d} + {self.horizon_days:g} days "
+            f"({len(self.simulations):,} simulations)"
+        )
+        with pd.option_context("display.width", 120, "display.float_format", "{:,.0f}".format):
+            body = self.frame.to_string(index=False)
+        notes = "".join(f"\n- {n}" for n in self.notes)
+        return f"{head}\n{body}{notes}"
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """The distribution of total bookings (see :func:`plot_bookings`)."""
+        return plot_bookings(self, ax=ax, **kwargs)
+
+
+def forecast_bookings(
+    data: FunnelData,
+    *,
+    as_of: Any = None,
+    horizon: Any = "90D",
+    n_sims: int = 10_000,
+    seed: int | None = None,
+    include_new: bool = True,
+    by: str | None = None,
+    amount_bands: int = 5,
+    arrival_window: Any = "90D",
+) -> BookingsForecast:
+    """Forecast bookings in ``(as_of, as_of + horizon]`` from the stage history.
+
+    For every deal open at ``as_of``: P(won within the horizon | its stage and
+    the days it has spent in it), from a semi-Markov model fitted on the data
+    as of ``as_of`` (for each open stage, the Aalen–Johansen cumulative
+    incidence of leaving it for every other stage, won or lost, stays still
+    open censored at ``as_of``), chained through the later stages. Deals are
+    independent given the model: the total is simulated as a sum of amount ×
+    Bernoulli(p) over deals, plus, with ``include_new``, the deals not yet
+    created (Poisson arrivals at the rate of the last ``arrival_window``, each
+    starting in a stage drawn from recent creations, won within the time left
+    with the model's probability, with an amount drawn from recent creations).
+
+    Parameters
+    ----------
+    data : FunnelData
+    as_of : date-like, optional
+        The cut-off (default ``data.exported_at``). The model sees only what
+        was recorded by then.
+    horizon : duration
+        Length of the forecast window (``"90D"``, ``pd.Timedelta``).
+    n_sims : int
+        Monte Carlo draws of the total.
+    seed : int, optional
+        Random seed of the draws (per-deal probabilities are exact, not drawn).
+    include_new : bool
+        Add the deals created after ``as_of`` that close within the horizon.
+    by : str, optional
+        A deal attribute: fit the model per group (a group's stage with fewer
+        than 20 exits uses the pooled curves; the notes say which), and draw new
+        deals per group.
+    arrival_window : duration
+        Window before ``as_of`` that sets the arrival rate, the first-stage mix
+        and the amounts of new deals.
+
+    Returns
+    -------
+    BookingsForecast
+        ``.frame``: ``component, n_deals, expected_wins, expected, p10, p50,
+        p90`` for ``open_pipeline``, ``new_deals`` and ``total``. ``.deals``: one
+        row per open deal: ``deal_id, stage, age_in_stage_days, age_days, amount,
+        close_date, p_won, p_won_eventually, expected_amount`` (then ``group``
+        with ``by=``), sorted by ``expected_amount`` (largest first).
+
+    Notes
+    -----
+    Beyond the longest stay seen in a stage the model assumes a constant hazard
+    of leaving, with the destination mix of the stays longer than the stage's
+    80th percentile (see ``funnelstats/_forecast_model.py``): old deals are
+    neither frozen nor certain to close. The interval reflects the randomness
+    of which deals close given the fitted model, not the uncertainty of the
+    fit or shocks common to all deals, so it is a lower bound on the true
+    spread; :func:`backtest` measures its coverage.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> fc = fs.forecast_bookings(fs.load_sample(), as_of="2024-09-30", n_sims=2000, seed=1)
+    >>> t = fc.frame.set_index("component")
+    >>> bool(t.loc["total", "p10"] <= t.loc["total", "p50"] <= t.loc["total", "p90"])
+    True
+    >>> bool(fc.deals["p_won"].between(0, 1).all())
+    True
+    """
+    require_history(data, "forecast_bookings")
+    h_days = _days(horizon)
+    w_days = _days(arrival_window, "arrival_window")
+    if n_sims < 1:
+        raise ValueError("n_sims must be at least 1")
+    cut, ts = _cut(data, as_of)
+    rng = np.random.default_rng(seed)
+    gcode, labels = _strata(cut, by, amount_bands)
+    n_groups = len(labels)
+    model = SemiMarkovFunnel().fit(cut, groups=gcode, n_groups=n_groups)
+    snap = _open_table(cut, ts)
+    deal_row = pd.Index(cut.deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
+    g_open = gcode[deal_row]
+    stage = snap[C.STAGE].cat.codes.to_numpy().astype(np.int64)
+    age = snap["age_in_stage_days"].to_numpy(dtype=float)
+    p, p_ever = model.p_won(stage, age, h_days, group=g_open)
+    amount = snap[C.AMOUNT].to_numpy(dtype=float)
+    amt0 = np.nan_to_num(amount)
+
+    open_sims = _bernoulli_sum(amt0, p, n_sims, rng)
+    notes = []
+    new_sims = np.zeros(n_sims)
+    new_expected = 0.0
+    new_wins = 0.0
+    new_n = 0.0
+    if include_new:
+        new_sims, new_expected, new_wins, new_n, new_notes = _new_deals(
+            cut, ts, model, gcode, n_groups, h_days, w_days, n_sims, rng
+        )
+        notes += new_notes
+    total = open_sims + new_sims
+    open_expected = float(np.sum(amt0 * p))
+
+    def row(name: str, n: float, wins: float, exp: float, sims: np.ndarray) -> dict:
+        q = np.quantile(sims, QUANTILES)
+        return {
+            "component": name,
+            "n_deals": n,
+            "expected_wins": wins,
+            "expected": exp,
+            "p10": q[0],
+            "p50": q[1],
+            "p90": q[2],
+        }
+
+    frame = pd.DataFrame(
+        [
+            row("open_pipeline", len(snap), float(p.sum()), open_expected, open_sims),
+            row("new_deals", new_n, new_wins, new_expected, new_sims),
+            row(
+                "total",
+                len(snap) + new_n,
+                float(p.sum()) + new_wins,
+                open_expected + new_expected,
+                total,
+            ),
+        ]
+    )
+    if not include_new:
+        frame = frame[frame["component"] != "new_deals"].reset_index(drop=True)
+    deals = pd.DataFrame(
+        {
+            C.DEAL_ID: snap[C.DEAL_ID].to_numpy(),
+            C.STAGE: snap[C.STAGE].to_numpy(),
+            "age_in_stage_days": age,
+            "age_days": snap["age_days"].to_numpy(),
+            C.AMOUNT: amount,
+            C.CLOSE_DATE: snap[C.CLOSE_DATE].to_numpy(),
+            "p_won": p,
+            "p_won_eventually": p_ever,
+            "expected_amount": amount * p,
+        }
+    )
+    if by is not None:
+        deals["group"] = np.asarray(labels, dtype=object)[g_open]
+    deals = deals.sort_values(
+        ["expected_amount", C.DEAL_ID], ascending=[False, True], na_position="last", kind="stable"
+    ).reset_index(drop=True)
+    missing = int(np.isnan(amount).sum())
+    if missing:
+        notes.append(f"{missing} open deal(s) without an amount are left out of the totals")
+    for g, s in model.fallback_:
+        notes.append(
+            f"group {labels[g]!r}, stage {cut.pipeline.stages[s]!r}: fewer than "
+            f"{model.min_exits} exits, pooled curves used"
+        )
+    for s, c in enumerate(model.pooled_):
+        if c.n_exits == 0 and (stage == s).any():
+            notes.append(
+                f"stage {cut.pipeline.stages[s]!r} has no exit recorded by the cut-off: its deals "
+                "are forecast never to leave it"
+            )
+    return BookingsForecast(
+        frame=frame,
+        deals=deals,
+        simulations=total,
+        open_simulations=open_sims,
+        new_simulations=new_sims,
+        as_of=ts,
+        horizon_days=h_days,
+        notes=tuple(notes),
+    )
+
+
+def _strata(cut: FunnelData, by: str | None, amount_bands: int) -> tuple[np.ndarray, list[str]]:
+    """Per deal, its stratum (group of ``by`` × amount band) and the strata labels."""
+    if amount_bands < 1:
+        raise ValueError("amount_bands must be at least 1")
+    gcode, labels = group_codes(cut, by)
+    if amount_bands == 1:
+        return gcode, labels
+    amt = cut.deals[C.AMOUNT].to_numpy(dtype=float)
+    known = ~np.isnan(amt)
+    if not known.any():
+        return gcode, labels
+    edges = np.quantile(amt[known], np.linspace(0, 1, amount_bands + 1)[1:-1])
+    band = np.searchsorted(edges, np.where(known, amt, np.median(amt[known])), side="right")
+    names = [f"amount band {b + 1}/{amount_bands}" for b in range(amount_bands)]
+    code = gcode * amount_bands + band
+    out = [f"{g}, {n}" if by is not None else n for g in labels for n in names]
+    return code.astype(np.int64), out
+
+
+def _bernoulli_sum(
+    amount: np.ndarray, p: np.ndarray, n_sims: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Draws of sum_i amount_i * Bernoulli(p_i), in blocks of deals."""
+    out = np.zeros(n_sims)
+    live = np.flatnonzero((p > 0) & (amount != 0))
+    block = max(1, 4_000_000 // n_sims)
+    for lo in range(0, len(live), block):
+        part = live[lo : lo + block]
+        hits = rng.random((len(part), n_sims)) < p[part, None]
+        out += amount[part] @ hits
+    return out
+
+
+def _new_deals(
+    cut: FunnelData,
+    ts: pd.Timestamp,
+    model: SemiMarkovFunnel,
+    gcode: np.ndarray,
+    n_groups: int,
+    h_days: float,
+    w_days: float,
+    n_sims: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float, float, float, list[str]]:
+    """Bookings from deals created after the cut-off (compound Poisson)."""
+    deals = cut.deals
+    created = deals[C.CREATED_AT].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    first_created = created.min() if len(created) else ts.value
+    span = min(w_days, (ts.value - first_created) / NS_PER_DAY)
+    notes = []
+    sims = np.zeros(n_sims)
+    expected = wins = count = 0.0
+    if span <= 0:
+        return sims, 0.0, 0.0, 0.0, ["no history before the cut-off to set the arrival rate"]
+    if span < w_days:
+        notes.append(f"arrival rate from the {span:.0f} days of history available")
+    recent = created > ts.value - span * NS_PER_DAY
+    # first stage of each deal (its first event)
+    a = cut.arrays
+    first_ev = np.r_[True, a.deal[1:] != a.deal[:-1]] if len(a.deal) else np.zeros(0, bool)
+    first_stage = np.full(len(deals), -1, dtype=np.int64)
+    first_stage[a.deal[first_ev]] = a.stage[first_ev]
+    kind = a.kind
+    n_open = model.n_open_
+    k_steps, h = model.grid(h_days)
+    amounts_all = deals[C.AMOUNT].to_numpy(dtype=float)
+    for g in range(n_groups):
+        sel = recent & (gcode == g) & (first_stage >= 0)
+        n_recent = int(sel.sum())
+        if n_recent == 0:
+            continue
+        rate = n_recent / span
+        fs_ = first_stage[sel]
+        fk = kind[fs_]
+        w = model.win_within(h_days, g)
+        # q[k]: P(won within k h days of creation)
+        dest = np.where(fk == 0, fs_, np.where(fk == 1, n_open, n_open + 1))
+        mix = np.bincount(dest, minlength=n_open + 2) / n_recent
+        q = w @ mix
+        amts = amounts_all[sel]
+        amts = amts[~np.isnan(amts)]
+        if not len(amts):
+            notes.append(f"group {g}: no amounts among recent deals; new deals left out")
+            continue
+        # expected: rate * mean amount * integral_0^H q(H - t) dt (trapezoid on the grid)
+        grid_t = np.arange(k_steps + 1) * h
+        integral = float(np.trapezoid(q, grid_t))
+        expected += rate * integral * float(amts.mean())
+        wins += rate * integral
+        count += rate * h_days
+        n_arr = rng.poisson(rate * h_days, size=n_sims)
+        m = int(n_arr.sum())
+        if m:
+            sim_idx = np.repeat(np.arange(n_sims), n_arr)
+            left = h_days - rng.uniform(0.0, h_days, size=m)
+            qq = np.interp(left, grid_t, q)
+            won = rng.random(m) < qq
+            amt = amts[rng.integers(0, len(amts), size=m)]
+            sims += np.bincount(sim_idx[won], weights=amt[won], minlength=n_sims)
+    return sims, expected, wins, count, notes
+
+
+# ---------------------------------------------------------------------------
+# backtest
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class BacktestResult(Result):
+    """Forecasts at past cut-offs against what was won (see :func:`backtest`).
+
+    Attributes
+    ----------
+    frame : DataFrame
+        One row per cut-off.
+    metrics : DataFrame
+        One row per method: ``method, wape, bias, coverage_80, pinball``.
+    """
+
+    metrics: pd.DataFrame
+    horizon_days: float
+    title: ClassVar[str] = "Backtest"
+
+    def summary(self) -> str:
+        with pd.option_context("display.width", 120, "display.float_format", "{:,.3f}".format):
+            m = self.metrics.to_string(index=False)
+        with pd.option_context("display.width", 140, "display.float_format", "{:,.0f}".format):
+            body = self.frame.to_string(index=False)
+        notes = "".join(f"\n- {n}" for n in self.notes)
+        return (
+            f"Backtest: {len(self.frame)} cut-offs, horizon {self.horizon_days:g} days\n"
+            f"{m}\n\n{body}{notes}"
+        )
+
+    def _repr_html_(self) -> str:
+        return (
+            f"<div><p><b>Backtest ({len(self.frame)} cut-offs, horizon "
+            f"{self.horizon_days:g} days)</b></p>"
+            + self.metrics.to_html(index=False, float_format="{:,.3f}".format, border=0)
+            + self.frame.to_html(index=False, float_format="{:,.0f}".format, border=0)
+            + "</div>"
+        )
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """Forecast band, forecast, baseline and actual per cut-off (see :func:`plot_backtest`)."""
+        return plot_backtest(self, ax=ax, **kwargs)
+
+
+def _pinball(y: np.ndarray, qhat: np.ndarray, q: float) -> np.ndarray:
+    d = y - qhat
+    return np.maximum(q * d, (q - 1) * d)
+
+
+def backtest(
+    data: FunnelData,
+    *,
+    cutoffs: Iterable[Any],
+    horizon: Any = "90D",
+    n_sims: int = 2_000,
+    seed: int | None = 0,
+    include_new: bool = True,
+    by: str | None = None,
+    amount_bands: int = 5,
+    probabilities: str | Mapping[str, float] = "auto",
+    progress: bool | None = None,
+) -> BacktestResult:
+    """Replay past cut-offs: forecast with what was known then, score against what happened.
+
+    For each cut-off ``c``: ``data.as_of(c)`` is forecast with
+    :func:`forecast_bookings` and with :func:`weighted_pipeline` (deals
+    expected to close within the horizon), and both are compared with the
+    bookings really won in ``(c, c + horizon]`` in the full data
+    (:func:`realised_bookings`).
+
+    Parameters
+    ----------
+    data : FunnelData
+    cutoffs : iterable of date-like
+        Each must leave a full horizon before ``data.exported_at``.
+    horizon : duration
+    n_sims, seed, include_new, by, amount_bands
+        Passed to :func:`forecast_bookings` (the seed of cut-off ``i`` is
+        ``seed + i``).
+    probabilities
+        Passed to :func:`weighted_pipeline`.
+    progress : bool, optional
+        Show a progress bar (tqdm); default: only when standard error is a
+        terminal.
+
+    Returns
+    -------
+    BacktestResult
+        ``.frame``: one row per cut-off: ``cutoff, actual, n_won, expected, p10,
+        p50, p90, covered, baseline``. ``.metrics``: ``method`` (``funnelstats``,
+        ``weighted_pipeline``), ``wape`` (sum |actual - point| / sum actual, point
+        = expected value), ``bias`` (sum (point - actual) / sum actual),
+        ``coverage_80`` (share of cut-offs with P10 <= actual <= P90; NaN for the
+        baseline, which has no interval), ``pinball`` (mean pinball loss over the
+        0.1, 0.5, 0.9 quantiles, divided by the mean actual; the baseline's point
+        stands for all three quantiles).
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> bt = fs.backtest(fs.load_sample(), cutoffs=["2024-06-30", "2024-08-31"],
+    ...                  n_sims=500, progress=False)
+    >>> bt.metrics["method"].tolist()
+    ['funnelstats', 'weighted_pipeline']
+    """
+    from tqdm.auto import tqdm
+
+    require_history(data, "backtest")
+    h_days = _days(horizon)
+    cuts = [to_timestamp(c, name="cutoffs") for c in cutoffs]
+    if not cuts:
+        raise ValueError("cutoffs: give at least one cut-off")
+    for c in cuts:
+        if c + pd.Timedelta(days=h_days) > data.exported_at:
+            raise ValueError(
+                f"cut-off {c:%Y-%m-%d} + horizon {h_days:g} days runs past the export date "
+                f"{data.exported_at:%Y-%m-%d}: what was won then is not known yet"
+            )
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    rows = []
+    quant = {q: [] for q in QUANTILES}
+    for i, c in enumerate(tqdm(cuts, disable=not progress, desc="backtest", unit="cut-off")):
+        fc = forecast_bookings(
+            data,
+            as_of=c,
+            horizon=pd.Timedelta(days=h_days),
+            n_sims=n_sims,
+            seed=None if seed is None else seed + i,
+            include_new=include_new,
+            by=by,
+            amount_bands=amount_bands,
+        )
+        wp = weighted_pipeline(
+            data, c, horizon=pd.Timedelta(days=h_days), probabilities=probabilities
+        )
+        won = realised_bookings(data, c, c + pd.Timedelta(days=h_days))
+        actual = float(np.nansum(won[C.AMOUNT].to_numpy()))
+        t = fc.frame.set_index("component").loc["total"]
+        rows.append(
+            {
+                "cutoff": c,
+                "actual": actual,
+                "n_won": len(won),
+                "expected": float(t["expected"]),
+                "p10": float(t["p10"]),
+                "p50": float(t["p50"]),
+                "p90": float(t["p90"]),
+                "covered": bool(t["p10"] <= actual <= t["p90"]),
+                "baseline": wp.total,
+            }
+        )
+        for q in QUANTILES:
+            quant[q].append(float(np.quantile(fc.simulations, q)))
+    frame = pd.DataFrame(rows)
+    y = frame["actual"].to_numpy()
+    denom = max(float(np.abs(y).sum()), 1e-12)
+    scale = max(float(np.abs(y).mean()), 1e-12)
+
+    def scores(point: np.ndarray, qs: dict[float, np.ndarray] | None, name: str) -> dict:
+        pin = np.mean(
+            [_pinball(y, (qs[q] if qs is not None else point), q).mean() for q in QUANTILES]
+        )
+        cov = float(np.mean((qs[0.1] <= y) & (y <= qs[0.9]))) if qs is not None else float("nan")
+        return {
+            "method": name,
+            "wape": float(np.abs(y - point).sum() / denom),
+            "bias": float((point - y).sum() / denom),
+            "coverage_80": cov,
+            "pinball": float(pin / scale),
+        }
+
+    metrics = pd.DataFrame(
+        [
+            scores(
+                frame["expected"].to_numpy(),
+                {q: np.asarray(v) for q, v in quant.items()},
+                "funnelstats",
+            ),
+            scores(frame["baseline"].to_numpy(), None, "weighted_pipeline"),
+        ]
+    )
+    return BacktestResult(frame=frame, metrics=metrics, horizon_days=h_days)
+
+
+# ---------------------------------------------------------------------------
+# calibration
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class ReliabilityResult(Result):
+    """Predicted against observed frequencies (see :func:`reliability`)."""
+
+    brier: float
+    title: ClassVar[str] = "Reliability"
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """The reliability diagram (see :func:`plot_reliability`)."""
+        return plot_reliability(self, ax=ax, **kwargs)
+
+
+def reliability(
+    predicted: Any, observed: Any, *, bins: int = 10, alpha: float = 0.05
+) -> ReliabilityResult:
+    """Reliability table of probabilities against outcomes, by quantile bins of the prediction.
+
+    Parameters
+    ----------
+    predicted : array of float
+        Predicted probabilities (e.g. ``forecast.deals["p_won"]``).
+    observed : array of bool
+        What happened (e.g. won within the horizon).
+    bins : int
+        Number of bins (deciles by default; ties in ``predicted`` stay together).
+    alpha : float
+        Wilson interval level of each bin's observed rate (statsmodels
+        ``proportion_confint``).
+
+    Returns
+    -------
+    ReliabilityResult
+        ``.frame``: ``bin, n, predicted, observed, ci_lower, ci_upper``;
+        ``.brier``: the Brier score.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.uniform(size=5000)
+    >>> r = reliability(p, rng.uniform(size=5000) < p)
+    >>> bool(np.abs(r.frame["predicted"] - r.frame["observed"]).max() < 0.06)
+    True
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    p = np.asarray(predicted, dtype=float)
+    y = np.asarray(observed, dtype=bool)
+    if p.shape != y.shape:
+        raise ValueError("predicted and observed must have the same length")
+    ok = ~np.isnan(p)
+    p, y = p[ok], y[ok]
+    if not len(p):
+        raise ValueError("no predictions to check")
+    ranks = pd.Series(p).rank(method="min").to_numpy()
+    b = np.minimum(((ranks - 1) * bins // len(p)).astype(int), bins - 1)
+    frame = (
+        pd.DataFrame({"bin": b, "p": p, "y": y})
+        .groupby("bin")
+        .agg(n=("y", "size"), predicted=("p", "mean"), successes=("y", "sum"))
+        .reset_index()
+    )
+    frame["observed"] = frame["successes"] / frame["n"]
+    lo, hi = proportion_confint(frame["successes"], frame["n"], alpha=alpha, method="wilson")
+    frame["ci_lower"] = np.asarray(lo)
+    frame["ci_upper"] = np.asarray(hi)
+    frame = frame[["bin", "n", "predicted", "observed", "ci_lower", "ci_upper"]]
+    return ReliabilityResult(frame=frame, brier=float(np.mean((p - y) ** 2)))
+
+
+# ---------------------------------------------------------------------------
+# plots
+
+
+def plot_bookings(result: BookingsForecast, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Histogram of simulated total bookings with the P10, P50, P90 and expected lines.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> fc = fs.forecast_bookings(fs.load_sample(), as_of="2024-09-30", n_sims=500, seed=1)
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> ax = plot_bookings(fc, ax=ax)
+    >>> [round(x) for x in ax.lines[0].get_xdata()] == [round(fc.quantile(0.1))] * 2
+    True
+    """
+    ax = get_ax(ax)
+    kwargs.setdefault("bins", 50)
+    kwargs.setdefault("color", "#8da0cb")
+    ax.hist(result.simulations, **kwargs)
+    q = result.quantile(QUANTILES)
+    for v, name, style in zip(q, ("P10", "P50", "P90"), ("--", "-", "--")):
+        ax.axvline(v, color="#333333", linestyle=style, label=f"{name} {v:,.0f}")
+    ax.axvline(result.expected, color="#d62728", label=f"expected {result.expected:,.0f}")
+    ax.set_xlabel(f"bookings in {result.horizon_days:g} days after {result.as_of:%Y-%m-%d}")
+    ax.set_ylabel("simulations")
+    ax.legend(frameon=False)
+    return ax
+
+
+def plot_backtest(result: BacktestResult, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Per cut-off: the P10–P90 band, the forecast, the weighted pipeline and the actual.
+
+    Lines in order: forecast (expected), baseline, actual; the band is a
+    ``fill_between`` collection.
+    """
+    ax = get_ax(ax)
+    f = result.frame
+    x = pd.DatetimeIndex(f["cutoff"]).tz_localize(None)
+    ax.fill_between(x, f["p10"], f["p90"], alpha=0.25, color="#4c72b0", label="P10–P90")
+    ax.plot(x, f["expected"], color="#4c72b0", marker="o", label="funnelstats", **kwargs)
+    ax.plot(x, f["baseline"], color="#dd8452", marker="s", label="weighted pipeline")
+    ax.plot(x, f["actual"], color="black", marker="x", linestyle="none", label="actual")
+    ax.set_xlabel("cut-off")
+    ax.set_ylabel(f"bookings in the next {result.horizon_days:g} days")
+    ax.legend(frameon=False)
+    return ax
+
+
+def plot_reliability(result: ReliabilityResult, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Observed rate against mean predicted probability per bin, with Wilson intervals.
+
+    The first line is the diagonal, the second the bins.
+    """
+    ax = get_ax(ax)
+    f = result.frame
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", label="perfect")
+    kwargs.setdefault("marker", "o")
+    ax.plot(f["predicted"], f["observed"], label="observed", **kwargs)
+    ax.vlines(f["predicted"], f["ci_lower"], f["ci_upper"], color="#4c72b0", alpha=0.6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(f"Reliability (Brier {result.brier:.3f})")
+    ax.legend(frameon=False)
+    return ax
+
+
+# ---------------------------------------------------------------------------
+# velocity and its forecasts
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class VelocityResult(Result):
+    """Sales velocity per creation period (see :func:`velocity`)."""
+
+    t_mature: float
+    trend_per_period: float
+    title: ClassVar[str] = "Sales velocity"
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """Velocity per period (mature cohorts) and its linear trend."""
+        ax = get_ax(ax)
+        f = self.frame
+        x = f["period"].dt.to_timestamp()
+        ax.plot(x, f["velocity"], marker="o", label="velocity", **kwargs)
+        ax.plot(x, f["trend"], linestyle="--", color="#999999", label="trend")
+        ax.set_ylabel("velocity (amount per day)")
+        ax.legend(frameon=False)
+        return ax
+
+
+def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> VelocityResult:
+    """Sales velocity per period: open deals × average won amount × win rate / cycle length.
+
+    Each component is shown. The cohort of a period is the deals created in
+    it; its win rate is the Aalen–Johansen probability of being won within the
+    maturity horizon (the time by which 90% of deals have closed, from the
+    Kaplan–Meier of time to close), lost competing and open deals censored;
+    its cycle length is the restricted mean time to win among its winners over
+    the same horizon, from the same curve; the average won amount is over its
+    winners. Open deals are those open at the period's end. Cohorts not yet
+    followed for the maturity horizon are *immature*: their win rate so far is
+    shown as ``win_rate_to_date`` and their velocity is left empty, not
+    reported as final.
+
+    Parameters
+    ----------
+    data : FunnelData
+    freq : str
+        Pandas period frequency of the cohorts (``"M"``, ``"Q"``, ``"W"``).
+    alpha : float
+        Level of the win rate's interval (Aalen–Johansen variance, log-log).
+
+    Returns
+    -------
+    VelocityResult
+        ``.frame``: ``period, n_created, open_deals, win_rate, ci_lower, ci_upper,
+        win_rate_to_date, avg_won_amount, cycle_days, velocity, trend, mature,
+        follow_up_days``; ``velocity`` is amount per day; ``trend`` the least-squares
+        line through the mature periods' velocity (``.trend_per_period`` its slope).
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> v = fs.velocity(fs.load_sample())
+    >>> f = v.frame[v.frame["mature"]]
+    >>> bool(np.allclose(f["velocity"], f["open_deals"] * f["avg_won_amount"]
+    ...                  * f["win_rate"] / f["cycle_days"]))
+    True
+    >>> bool(v.frame["mature"].iloc[-1])
+    False
+    """
+    from ._forecast_velocity import cohort_table
+
+    require_history(data, "velocity")
+    ct = cohort_table(data, freq=freq, alpha=alpha)
+    f = ct.frame.copy()
+    f["velocity"] = f["open_deals"] * f["avg_won_amount"] * f["win_rate"] / f["cycle_days"]
+    mature = f["mature"].to_numpy() & np.isfinite(f["velocity"].to_numpy())
+    x = np.arange(len(f), dtype=float)
+    slope = float("nan")
+    f["trend"] = np.nan
+    if mature.sum() >= 2:
+        slope, icpt = np.polyfit(x[mature], f["velocity"].to_numpy()[mature], 1)
+        f.loc[mature, "trend"] = icpt + slope * x[mature]
+    cols = [
+        "period",
+        "n_created",
+        "open_deals",
+        "win_rate",
+        "ci_lower",
+        "ci_upper",
+        "win_rate_to_date",
+        "avg_won_amount",
+        "cycle_days",
+        "velocity",
+        "trend",
+        "mature",
+        "follow_up_days",
+    ]
+    notes = (
+        f"maturity horizon {ct.t_mature:.0f} days (90% of deals closed by then); "
+        f"{int((~f['mature']).sum())} recent period(s) immature",
+    )
+    return VelocityResult(
+        frame=f[cols], t_mature=ct.t_mature, trend_per_period=float(slope), notes=notes
+    )
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class SeriesForecast(Result):
+    """A per-period series and its forecast (see :func:`forecast_win_rate`)."""
+
+    model: str
+    title: ClassVar[str] = "Forecast"
+
+    def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+        """Observed values, the forecast and its prediction interval."""
+        return plot_series_forecast(self, ax=ax, **kwargs)
+
+
+def _sarimax_forecast(
+    y: pd.Series, *, periods: int, alpha: float, transform: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """SARIMAX(0,1,1) (simple exponential smoothing in state-space form) on ``y``.
+
+    Missing values (immature periods) are skipped by the Kalman filter and
+    predicted with the rest. Returns mean, lower, upper over the whole series
+    (in-sample one-step predictions, then ``periods`` ahead), back-transformed.
+    """
+    import warnings
+
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    eps = 1e-4
+    if transform == "logit":
+        v = np.clip(y.to_numpy(dtype=float), eps, 1 - eps)
+        z = np.log(v / (1 - v))
+
+        def back(a):
+            with np.errstate(over="ignore"):
+                return 1 / (1 + np.exp(-a))
+    else:
+        z = np.log(np.maximum(y.to_numpy(dtype=float), eps))
+
+        def back(a):
+            with np.errstate(over="ignore"):
+                return np.exp(a)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = SARIMAX(z, order=(0, 1, 1)).fit(disp=False)
+        pred = res.get_prediction(start=0, end=len(z) + periods - 1)
+        mean = pred.predicted_mean
+        ci = pred.conf_int(alpha=alpha)
+    desc = f"SARIMAX(0,1,1) on the {transform} scale, theta={res.params[0]:.2f}"
+    return back(mean), back(ci[:, 0]), back(ci[:, 1]), desc
+
+
+def _series_forecast(
+    frame: pd.DataFrame, column: str, *, freq: str, periods: int, alpha: float, transform: str
+) -> SeriesForecast:
+    if periods < 1:
+        raise ValueError("periods must be at least 1")
+    obs = frame[column].where(frame["mature"])
+    n_obs = int(obs.notna().sum())
+    if n_obs < 4:
+        from .errors import InsufficientHistoryError
+
+        raise InsufficientHistoryError(
+            f"forecasting {column} needs at least 4 mature periods; the data have {n_obs} "
+            "(a longer history or a shorter freq helps)"
+        )
+    mean, lo, hi, desc = _sarimax_forecast(obs, periods=periods, alpha=alpha, transform=transform)
+    last = frame["period"].iloc[-1]
+    future = pd.period_range(last + 1, periods=periods, freq=freq)
+    allp = pd.PeriodIndex(list(frame["period"]) + list(future), freq=freq)
+    kind = np.array(
+        ["observed" if m else "nowcast" for m in frame["mature"]] + ["forecast"] * periods
+    )
+    observed = np.r_[obs.to_numpy(dtype=float), np.full(periods, np.nan)]
+    out = pd.DataFrame(
+        {
+            "period": allp,
+            "kind": kind,
+            "observed": observed,
+            "forecast": mean,
+            "ci_lower": lo,
+            "ci_upper": hi,
+        }
+    )
+    # the first in-sample prediction of an integrated model has no information
+    out.loc[0, ["forecast", "ci_lower", "ci_upper"]] = np.nan
+    return SeriesForecast(
+        frame=out,
+        model=desc,
+        notes=(
+            desc,
+            "immature periods are missing values to the model (predicted, not fitted)",
+        ),
+    )
+
+
+def forecast_win_rate(
+    data: FunnelData, *, freq: str = "M", periods: int = 3, alpha: float = 0.05
+) -> SeriesForecast:
+    """Forecast the cohort win rate, with prediction intervals.
+
+    The series is the censoring-aware win rate of each creation cohort (see
+    :func:`velocity`). Only mature cohorts are observations: the recent,
+    immature ones are missing values, so they are *nowcast* by the model instead
+    of being taken as final (their win rate to date would understate them).
+
+    The model is statsmodels ``SARIMAX`` with order (0, 1, 1) on the logit of
+    the rate: the state-space form of simple exponential smoothing (ETS(A,N,N)),
+    chosen over ``ETSModel`` because its Kalman filter handles the missing
+    immature periods natively and gives prediction intervals through them;
+    a level that drifts slowly is what a few dozen monthly cohorts support (no
+    trend or seasonality is identifiable from that little), and the logit keeps
+    the intervals inside (0, 1).
+
+    Parameters
+    ----------
+    data : FunnelData
+    freq : str
+        Cohort period frequency.
+    periods : int
+        Periods to forecast after the last cohort.
+    alpha : float
+        1 - level of the prediction intervals.
+
+    Returns
+    -------
+    SeriesForecast
+        ``.frame``: ``period, kind`` (``observed``, ``nowcast`` for immature
+        cohorts, ``forecast``), ``observed, forecast, ci_lower, ci_upper``
+        (one-step-ahead in-sample predictions on observed rows).
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> fc = fs.forecast_win_rate(fs.simulate(3000, seed=1, days=730).funnel(), periods=2)
+    >>> fc.frame["kind"].iloc[-2:].tolist()
+    ['forecast', 'forecast']
+    >>> f = fc.frame.dropna()
+    >>> bool(((f["ci_lower"] <= f["forecast"]) & (f["forecast"] <= f["ci_upper"])).all())
+    True
+    """
+    from ._forecast_velocity import cohort_table
+
+    require_history(data, "forecast_win_rate")
+    ct = cohort_table(data, freq=freq)
+    out = _series_forecast(
+        ct.frame, "win_rate", freq=freq, periods=periods, alpha=alpha, transform="logit"
+    )
+    return SeriesForecast(frame=out.frame, model=out.model, notes=out.notes)
+
+
+def forecast_velocity(
+    data: FunnelData, *, freq: str = "M", periods: int = 3, alpha: float = 0.05
+) -> SeriesForecast:
+    """Forecast sales velocity (see :func:`velocity`), with prediction intervals.
+
+    Same model and treatment of immature periods as :func:`forecast_win_rate`,
+    on the log scale (velocity is positive and its changes multiplicative).
+
+    Returns
+    -------
+    SeriesForecast
+        ``.frame``: ``period, kind, observed, forecast, ci_lower, ci_upper``.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> fc = fs.forecast_velocity(fs.simulate(3000, seed=1, days=730).funnel(), periods=2)
+    >>> bool((fc.frame["forecast"].dropna() > 0).all())
+    True
+    """
+    v = velocity(data, freq=freq)
+    return _series_forecast(
+        v.frame, "velocity", freq=freq, periods=periods, alpha=alpha, transform="log"
+    )
+
+
+def plot_series_forecast(result: SeriesForecast, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
+    """Observed points (first line), forecast line (second) and the interval band."""
+    ax = get_ax(ax)
+    f = result.frame
+    x = f["period"].dt.to_timestamp()
+    ax.plot(x, f["observed"], marker="o", linestyle="none", color="black", label="observed")
+    ax.plot(x, f["forecast"], color="#4c72b0", label="forecast", **kwargs)
+    ax.fill_between(x, f["ci_lower"], f["ci_upper"], color="#4c72b0", alpha=0.2, label="interval")
+    ax.legend(frameon=False)
+    return ax

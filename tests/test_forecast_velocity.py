@@ -1,0 +1,96 @@
+"""velocity, forecast_win_rate, forecast_velocity: against the simulation's uncensored truth."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+import funnelstats as fs
+from funnelstats.datasets import simulate
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate(3000, seed=21, days=730)
+
+
+def test_cohort_win_rate_against_uncensored_truth(sim):
+    data = sim.funnel()
+    v = fs.velocity(data)
+    f = v.frame[v.frame["mature"]]
+    assert len(f) >= 15
+    out = sim.outcomes.copy()
+    out["period"] = out["created_at"].dt.tz_localize(None).dt.to_period("M")
+    days = (out["closed_at"] - out["created_at"]).dt.total_seconds() / 86_400
+    out["won_by"] = (out["outcome"] == "won") & (days <= v.t_mature)
+    truth = out.groupby("period")["won_by"].mean()
+    inside = (f["ci_lower"].to_numpy() <= truth.loc[f["period"]].to_numpy()) & (
+        truth.loc[f["period"]].to_numpy() <= f["ci_upper"].to_numpy()
+    )
+    assert inside.mean() >= 0.8
+    # immature cohorts: the rate so far is not reported as the win rate
+    young = v.frame[~v.frame["mature"]]
+    assert len(young) >= 1 and young["win_rate"].isna().all() and young["velocity"].isna().all()
+    assert (young["follow_up_days"] < v.t_mature).all()
+
+
+def test_velocity_components(sample):
+    v = fs.velocity(sample)
+    f = v.frame[v.frame["mature"]]
+    np.testing.assert_allclose(
+        f["velocity"], f["open_deals"] * f["avg_won_amount"] * f["win_rate"] / f["cycle_days"]
+    )
+    # open deals at each period's end equal the snapshot there
+    for _, row in v.frame.iloc[[2, 5]].iterrows():
+        end = row["period"].end_time.tz_localize("UTC")
+        assert row["open_deals"] == len(fs.snapshot(sample, end).frame)
+    # the cycle length is a mean time to win: within the maturity horizon
+    assert ((f["cycle_days"] > 0) & (f["cycle_days"] <= v.t_mature)).all()
+    fig, ax = plt.subplots()
+    v.plot(ax=ax)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), v.frame["velocity"].to_numpy())
+    plt.close(fig)
+
+
+def test_forecast_win_rate_treats_immature_as_missing(sim):
+    """The nowcast and forecast equal SARIMAX fitted on the mature cohorts only."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    data = sim.funnel()
+    fc = fs.forecast_win_rate(data, periods=3)
+    f = fc.frame
+    v = fs.velocity(data).frame
+    n_mature = int(v["mature"].sum())
+    assert (f["kind"] == "nowcast").sum() == len(v) - n_mature
+    y = v["win_rate"].to_numpy()[:n_mature]
+    z = np.log(y / (1 - y))
+    res = SARIMAX(z, order=(0, 1, 1)).fit(disp=False)
+    ahead = res.get_forecast(len(f) - n_mature)
+    np.testing.assert_allclose(
+        f["forecast"].to_numpy()[n_mature:], 1 / (1 + np.exp(-ahead.predicted_mean)), rtol=1e-4
+    )
+    lo = ahead.conf_int(alpha=0.05)[:, 0]
+    np.testing.assert_allclose(
+        f["ci_lower"].to_numpy()[n_mature:], 1 / (1 + np.exp(-lo)), rtol=1e-4
+    )
+    # the forecast level is near the true win rate within the maturity horizon
+    assert abs(f["forecast"].iloc[-1] - np.nanmean(y)) < 0.05
+    fig, ax = plt.subplots()
+    fc.plot(ax=ax)
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), f["forecast"].to_numpy())
+    plt.close(fig)
+
+
+def test_forecast_velocity_and_errors(sim, hand10):
+    fc = fs.forecast_velocity(sim.funnel(), periods=2, freq="Q")
+    f = fc.frame
+    assert f["kind"].tolist()[-2:] == ["forecast", "forecast"]
+    ok = f.dropna(subset=["forecast"])
+    assert ((ok["ci_lower"] <= ok["forecast"]) & (ok["forecast"] <= ok["ci_upper"])).all()
+    assert isinstance(f["period"].dtype, pd.PeriodDtype)
+    with pytest.raises(fs.InsufficientHistoryError, match="mature periods"):
+        fs.forecast_win_rate(hand10)
+    with pytest.raises(ValueError, match="periods"):
+        fs.forecast_velocity(sim.funnel(), periods=0)
