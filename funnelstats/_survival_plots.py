@@ -342,14 +342,12 @@ def _stack_colors(n: int) -> list[Any]:
 
     base = ["#4c9a6a", "#c8553d", "#e0a458", "#9aa5b1"]
     if n <= len(base):
-        return base[: n - 1] + [base[-1]]
+        return [*base[: n - 1], base[-1]]
     cmap = colormaps["tab10"]
     return [cmap(i) for i in range(n - 1)] + [base[-1]]
 
 
-def plot_hazard_ratios(
-    result: StageHazards, *, ax: Axes | None = None, **kwargs: Any
-) -> Axes:
+def plot_hazard_ratios(result: StageHazards, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
     """Forest plot of hazard ratios with their confidence intervals (log scale).
 
     Terms whose proportional-hazards check failed are marked ``(PH?)``.
@@ -388,8 +386,7 @@ def plot_hazard_ratios(
     ax.set_xscale("log")
     violated = set(result.ph_test.loc[result.ph_test["violated"], "term"])
     labels = [
-        f"{t} vs {r}" if isinstance(r, str) else str(t)
-        for t, r in zip(f["term"], f["reference"])
+        f"{t} vs {r}" if isinstance(r, str) else str(t) for t, r in zip(f["term"], f["reference"])
     ]
     labels = [lab + (" (PH?)" if t in violated else "") for lab, t in zip(labels, f["term"])]
     ax.set_yticks(y)

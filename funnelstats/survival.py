@@ -282,9 +282,7 @@ def time_in_stage(
     s = sel.stays
     observed = (s.outcome != _stays.CENSORED).astype(np.int64)
     keys = sel.key
-    table = event_table(
-        s.duration_ns, observed, groups=keys, n_groups=sel.n_keys, n_causes=1
-    )
+    table = event_table(s.duration_ns, observed, groups=keys, n_groups=sel.n_keys, n_causes=1)
     km = kaplan_meier(table, alpha=alpha)
     fit = Fit(table, km, None, sel.stage_names, sel.group_labels, s.duration_ns, observed, keys)
     dur = s.duration_ns / NS_PER_DAY
@@ -976,9 +974,13 @@ def stage_hazards(
     sel = select_stays(data, stage, None, repeats, "stage hazards")
     s = sel.stays
     cols, terms, ok, notes = _design(data, s.deal, s.amount, covariates, dict(reference or {}))
-    design = pd.DataFrame(
-        {"duration": s.duration_ns / NS_PER_DAY, "advanced": (s.outcome == ADVANCE), **cols}
-    ).loc[ok].reset_index(drop=True)
+    design = (
+        pd.DataFrame(
+            {"duration": s.duration_ns / NS_PER_DAY, "advanced": (s.outcome == ADVANCE), **cols}
+        )
+        .loc[ok]
+        .reset_index(drop=True)
+    )
     design["advanced"] = design["advanced"].astype(int)
     names = [t[0] for t in terms]
     const = [n for n in names if design[n].nunique() < 2]
