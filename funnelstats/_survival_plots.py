@@ -167,7 +167,7 @@ def _at_risk_rows(ax: Axes, series: list, table: pd.DataFrame) -> None:
         "still in stage",
         xy=(0, 0),
         xycoords="axes fraction",
-        xytext=(-6, base),
+        xytext=(-24, base),
         textcoords="offset points",
         ha="right",
         va="top",
@@ -175,6 +175,7 @@ def _at_risk_rows(ax: Axes, series: list, table: pd.DataFrame) -> None:
         fontweight="bold",
         annotation_clip=False,
     )
+    colors = [line.get_color() for line in ax.get_lines()[-len(series) :]]
     for i, (label, rows) in enumerate(series):
         first = rows.iloc[0]
         mask = np.ones(len(table), dtype=bool)
@@ -187,7 +188,8 @@ def _at_risk_rows(ax: Axes, series: list, table: pd.DataFrame) -> None:
             label,
             xy=(0, 0),
             xycoords="axes fraction",
-            xytext=(-6, y),
+            xytext=(-24, y),
+            color=colors[i] if i < len(colors) else None,
             textcoords="offset points",
             ha="right",
             va="top",
@@ -306,7 +308,7 @@ def plot_stage_outcomes(
         label = " · ".join(str(curves.iloc[0][c]) for c in ids if str(curves.iloc[0][c]) != "all")
         if label:
             ax.set_title(label)
-        ax.legend(frameon=False, loc="center right")
+        ax.legend(loc="lower right", framealpha=0.9)
     else:
         want = list(outcomes) if outcomes is not None else names[:-1]
         bad = [o for o in want if o not in names]
@@ -333,7 +335,7 @@ def plot_stage_outcomes(
         ax.set_ylabel("cumulative probability" if len(want) > 1 else f"share {want[0]} by day")
         ax.legend(frameon=False)
     ax.set_xlim(0, hi)
-    ax.set_xlabel("days in stage" if "stage" in curves.columns else "days since start")
+    ax.set_xlabel(result.time_label)
     return ax
 
 
@@ -384,6 +386,14 @@ def plot_hazard_ratios(result: StageHazards, *, ax: Axes | None = None, **kwargs
     ax.errorbar(hr, y, xerr=err, **kwargs)
     ax.axvline(1.0, color="0.5", lw=1, ls="--")
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+
+    lo = np.nanmin(f["ci_lower"].to_numpy(), initial=1.0)
+    up = np.nanmax(f["ci_upper"].to_numpy(), initial=1.0)
+    marks = [m for m in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20) if lo / 2 <= m <= up * 2]
+    ax.xaxis.set_major_locator(FixedLocator(marks))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     violated = set(result.ph_test.loc[result.ph_test["violated"], "term"])
     labels = [
         f"{t} vs {r}" if isinstance(r, str) else str(t) for t, r in zip(f["term"], f["reference"])

@@ -394,6 +394,7 @@ class CompetingOutcomes(Result):
     outcomes: tuple[str, ...] = ()
     by: str | None = None
     alpha: float = 0.05
+    time_label: str = "days in stage"
     default_plot: Mapping[str, Any] = field(default_factory=dict)
     _fit: Fit = field(repr=False, compare=False)
     title: ClassVar[str] = "Competing outcomes (Aalen–Johansen)"
@@ -777,6 +778,7 @@ def cycle_time(
         outcomes=(C.WON, C.LOST, C.OPEN),
         by=by,
         alpha=alpha,
+        time_label="days since created" if start == "created" else f"days since reaching {start}",
         default_plot={"stacked": False, "outcomes": (C.WON,)},
         _fit=fit,
     )

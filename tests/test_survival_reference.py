@@ -85,7 +85,7 @@ def _rmst_variance_by_loop(t, observed, tau):
         surv.append(s)
         rows.append((u, n, d))
     var = 0.0
-    for j, (u, n, d) in enumerate(rows):
+    for j, (_u, n, d) in enumerate(rows):
         # area under S from u to tau
         knots = [*times[j:], tau]
         area = sum(surv[j + i] * (knots[i + 1] - knots[i]) for i in range(len(knots) - 1))
@@ -115,7 +115,7 @@ def test_logrank_equals_lifelines_and_statsmodels(sample):
         assert got["statistic"] == pytest.approx(ref.test_statistic, rel=1e-9)
         assert got["p_value"] == pytest.approx(ref.p_value, rel=1e-6, abs=1e-300)
         assert got["df"] == ref.degrees_of_freedom == 2
-        stat, p = survdiff(t, (outcome != 0).astype(int), seg)
+        stat, _ = survdiff(t, (outcome != 0).astype(int), seg)
         assert got["statistic"] == pytest.approx(stat, rel=1e-9)
 
 
