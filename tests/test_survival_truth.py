@@ -43,7 +43,9 @@ def test_median_and_restricted_mean_per_segment_cover_truth(sim, data):
         assert row["median_ci_lower"] <= truth <= row["median_ci_upper"], (stage, seg)
         # the interval is informative: narrower than half the median
         assert row["median_ci_upper"] - row["median_ci_lower"] < 0.5 * truth
-        true_rmst = integrate.quad(sim.truth.survival, 0, row["tau"], args=(stage, seg))[0]
+        true_rmst = integrate.quad(
+            lambda x, s=stage, g=seg: sim.truth.survival(s, x, g), 0, row["tau"]
+        )[0]
         assert row["restricted_mean_ci_lower"] <= true_rmst <= row["restricted_mean_ci_upper"], (
             stage,
             seg,
