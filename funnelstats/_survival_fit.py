@@ -16,7 +16,7 @@ from .data import FunnelData
 __all__ = [
     "Fit",
     "Selection",
-    "median_by_segment",
+    "naive_medians",
     "nice_times",
     "resolve_stages",
     "select_stays",
@@ -249,20 +249,25 @@ def nice_times(hi: float, n: int = 8) -> np.ndarray:
     return np.arange(0.0, np.floor(hi / step + 1e-9) * step + step / 2, step)
 
 
-def median_by_segment(
-    keys: np.ndarray, causes: np.ndarray, values: np.ndarray, n_keys: int, n_causes: int
-) -> np.ndarray:
-    """Median of ``values`` per (key, cause), shape (n_keys, n_causes + 1); NaN when empty."""
-    seg = keys * (n_causes + 1) + causes
-    order = np.lexsort((values, seg))
-    v = values[order]
-    s = seg[order]
-    m = n_keys * (n_causes + 1)
-    counts = np.bincount(s, minlength=m)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    out = np.full(m, np.nan)
-    has = counts > 0
-    lo = starts + (counts - 1) // 2
-    hi = starts + counts // 2
-    out[has] = (v[lo[has]] + v[hi[has]]) / 2
-    return out.reshape(n_keys, n_causes + 1)
+def naive_medians(fit: Fit) -> np.ndarray:
+    """Median duration (days) of the exits of each cause, per key, ignoring open ones.
+
+    Read off the event table (rows sorted by time within a key), so no sort is
+    needed. Shape (n_keys, n_causes); NaN where a key has no exit of a cause.
+    """
+    tab = fit.table
+    tdays = fit.time_days
+    out = np.full((tab.n_groups, tab.n_causes), np.nan)
+    for k in fit.present():
+        r = tab.rows(k)
+        t = tdays[r]
+        for j in range(tab.n_causes):
+            cum = np.cumsum(tab.events[r, j])
+            n = int(cum[-1]) if len(cum) else 0
+            if n == 0:
+                continue
+            # 0-based positions of the middle value(s) among the n sorted exit times
+            lo = np.searchsorted(cum, (n - 1) // 2 + 1, side="left")
+            hi = np.searchsorted(cum, n // 2 + 1, side="left")
+            out[k, j] = (t[lo] + t[hi]) / 2
+    return out

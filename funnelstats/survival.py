@@ -32,7 +32,7 @@ from . import _stays
 from ._estimators import aalen_johansen, event_table, kaplan_meier, quantile_time, restricted_mean
 from ._result import Result
 from ._stays import ADVANCE, NS_PER_DAY
-from ._survival_fit import Fit, median_by_segment, nice_times, select_stays, step_values
+from ._survival_fit import Fit, naive_medians, nice_times, select_stays, step_values
 from ._survival_logrank import logrank
 from ._survival_plots import plot_hazard_ratios, plot_stage_outcomes, plot_survival
 from .data import FunnelData
@@ -529,7 +529,7 @@ def _competing(
     aj = aalen_johansen(table, alpha=alpha)
     fit = Fit(table, km, aj, fit_args["stage_names"], fit_args["group_labels"], dur, causes, keys)
     tdays = fit.time_days
-    naive = median_by_segment(keys, causes, dur / NS_PER_DAY, n_keys, k)
+    naive = naive_medians(fit)
     counts = np.bincount(keys * (k + 1) + causes, minlength=n_keys * (k + 1)).reshape(n_keys, k + 1)
     ids, n, t_end, prob, lo, hi, med, nmed, outc = [], [], [], [], [], [], [], [], []
     for key in fit.present():
@@ -544,7 +544,7 @@ def _competing(
             lo.append(aj.ci_lower[end, j] if final > 0 else 0.0)
             hi.append(aj.ci_upper[end, j] if final > 0 else 0.0)
             n.append(counts[key, j + 1])
-            nmed.append(naive[key, j + 1])
+            nmed.append(naive[key, j])
             outc.append(j)
         med.append(np.nan)
         s_end = km.survival[end]

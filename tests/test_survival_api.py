@@ -183,3 +183,18 @@ def test_incidences_and_survival_add_up_to_one(rows):
     np.testing.assert_allclose(aj.cif.sum(axis=1) + aj.survival, 1.0, atol=1e-12)
     assert (aj.cif >= -1e-15).all()
     assert np.isfinite(aj.variance[tab.at_risk > 0]).all()
+
+
+def test_naive_median_is_the_plain_median_of_exits(sample):
+    from funnelstats import _stays
+
+    s = _stays.stays(sample)
+    r = fs.stage_outcomes(sample, by="Segment").frame
+    seg = sample.deals["Segment"].astype(str).to_numpy()[s.deal]
+    days = s.duration_ns / _stays.NS_PER_DAY
+    for code, name in ((1, "advanced"), (2, "lost")):
+        for stage in sample.pipeline.stages:
+            for g in ("Enterprise", "SMB"):
+                m = (s.stage == sample.pipeline.code(stage)) & (seg == g) & (s.outcome == code)
+                row = r[(r["stage"] == stage) & (r["group"] == g) & (r["outcome"] == name)]
+                assert row["naive_median"].item() == np.median(days[m])
