@@ -197,6 +197,13 @@ class TimeInStage(Result):
                 text += f"\nLog-rank test across {self.by}:\n{self.logrank.to_string(index=False)}"
         return text
 
+    def _repr_html_(self) -> str:
+        html = super()._repr_html_()
+        if self.logrank is not None:
+            table = self.logrank.to_html(index=False, float_format="{:,.4g}".format, border=0)
+            html += f"<p>Log-rank test across {self.by}</p>{table}"
+        return html
+
     def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
         """Survival curves with CI bands and an at-risk table (:func:`plot_survival`)."""
         return plot_survival(self, ax=ax, **kwargs)

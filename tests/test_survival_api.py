@@ -148,6 +148,7 @@ def test_results_are_frozen_and_inputs_untouched(sample):
     text = r.summary()
     assert "Log-rank test across Segment" in text
     assert "censored at the export date" in r._repr_html_()
+    assert "Log-rank test across Segment" in r._repr_html_()
 
 
 def test_as_of_cuts_what_is_known(sample):
