@@ -210,3 +210,18 @@ def test_cox_equals_statsmodels(sample):
     # the reported check is lifelines' test on the same fit
     ph = proportional_hazard_test(r.model, d, time_transform="rank").summary
     np.testing.assert_allclose(r.ph_test["p_value"], ph.loc[names, "p"].to_numpy())
+
+
+def test_restricted_mean_interval_when_the_last_stays_all_leave(sample):
+    # with tau at the longest stay the last row has n == d: its term is 0 (the area after
+    # it is 0), not 0 * inf
+    r = fs.time_in_stage(sample)
+    f = r.frame
+    assert np.isfinite(f["restricted_mean_ci_lower"]).all()
+    assert np.isfinite(f["restricted_mean_ci_upper"]).all()
+    row = f[f["stage"] == "Prospecting"].iloc[0]
+    t, outcome, _ = _stage_data(sample, "Prospecting")
+    assert row["tau"] == t.max()
+    var = _rmst_variance_by_loop(t, outcome != 0, row["tau"])
+    half = (row["restricted_mean_ci_upper"] - row["restricted_mean_ci_lower"]) / 2
+    assert half == pytest.approx(1.959963984540054 * np.sqrt(var), rel=1e-9)
