@@ -34,19 +34,35 @@ from .ingest import (
 )
 from .pipeline import Pipeline
 from .snapshot import flow, snapshot
+from .survival import (
+    CompetingOutcomes,
+    StageHazards,
+    TimeInStage,
+    cycle_time,
+    plot_hazard_ratios,
+    plot_stage_outcomes,
+    plot_survival,
+    stage_hazards,
+    stage_outcomes,
+    time_in_stage,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "RULES",
+    "CompetingOutcomes",
     "FunnelData",
     "FunnelDataError",
     "IngestReport",
     "InsufficientHistoryError",
     "Pipeline",
+    "StageHazards",
+    "TimeInStage",
     "UnknownLayoutError",
     "__version__",
     "backtest",
+    "cycle_time",
     "detect_layout",
     "flow",
     "forecast_bookings",
@@ -54,6 +70,9 @@ __all__ = [
     "forecast_win_rate",
     "load_maven_crm",
     "load_sample",
+    "plot_hazard_ratios",
+    "plot_stage_outcomes",
+    "plot_survival",
     "read",
     "read_deals",
     "read_dynamics",
@@ -66,6 +85,9 @@ __all__ = [
     "reliability",
     "simulate",
     "snapshot",
+    "stage_hazards",
+    "stage_outcomes",
+    "time_in_stage",
     "velocity",
     "weighted_pipeline",
 ]

@@ -237,7 +237,9 @@ def aalen_johansen(table: EventTable, *, alpha: float = 0.05) -> AJResult:
     cif = np.empty((rows, k))
     var = np.empty((rows, k))
     with np.errstate(divide="ignore", invalid="ignore"):
-        a = d_all / (n * (n - d_all))
+        # where everyone left (n == d, a group's last row) the term is multiplied by
+        # F(t) - F_i = 0: count it as 0 rather than 0 * inf
+        a = np.where(n > d_all, d_all / (n * (n - d_all)), 0.0)
     for gi in range(table.n_groups):
         r = table.rows(gi)
         s_prev = np.r_[1.0, km.survival[r][:-1]]
@@ -304,5 +306,6 @@ def restricted_mean(
     d = events[keep]
     nn = at_risk[keep]
     with np.errstate(divide="ignore", invalid="ignore"):
-        term = np.where(d > 0, tail**2 * d / (nn * (nn - d)), 0.0)
+        # the area after the last exit is 0 where everyone left (n == d): no 0 * inf
+        term = np.where((d > 0) & (nn > d), tail**2 * d / (nn * (nn - d)), 0.0)
     return area, float(np.sum(term))
