@@ -205,7 +205,7 @@ def kaplan_meier(table: EventTable, *, alpha: float = 0.05) -> KMResult:
     # where S = 0 the interval collapses to 0 (lifelines fills NaN with 1; 0 is what it means)
     zero = surv == 0
     lower[zero] = 0.0
-    upper[zero] = np.where(np.isnan(upper[zero]), 0.0, upper[zero])
+    upper[zero] = 0.0
     return KMResult(surv, gw, lower, upper)
 
 

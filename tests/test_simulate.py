@@ -112,3 +112,9 @@ def test_bad_segment_parameters():
     bad = fs.datasets.Segment("X", 1.0, (0.5,), (1,), (1,))
     with pytest.raises(ValueError, match="needs 4 values"):
         simulate(10, segments=[bad])
+
+
+def test_needs_a_deal():
+    with pytest.raises(ValueError, match="at least 1"):
+        simulate(0)
+    assert simulate(1, seed=0).funnel().n_deals == 1

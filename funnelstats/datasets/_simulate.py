@@ -378,8 +378,8 @@ def simulate(
         for attr in ("p_advance", "advance_median_days", "lost_median_days"):
             if len(getattr(g, attr)) != s_n:
                 raise ValueError(f"segment {g.name!r}: {attr} needs {s_n} values, one per stage")
-    if n_deals < 0:
-        raise ValueError("n_deals must be >= 0")
+    if n_deals < 1:
+        raise ValueError("n_deals must be at least 1")
     rng = np.random.default_rng(seed)
     start_ts = pd.Timestamp(start)
     start_ts = (
@@ -602,6 +602,8 @@ def _sf_ids(prefix: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _deal_ids(n: int, layout: str) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=object)
     width = max(6, len(str(n)))
     if layout == "salesforce":
         return np.char.add("006", np.char.zfill(np.arange(1, n + 1).astype(str), 12)).astype(object)
