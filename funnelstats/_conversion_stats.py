@@ -18,6 +18,7 @@ __all__ = [
     "aj_at",
     "aj_fit",
     "aj_variance",
+    "bootstrap_cif",
     "bootstrap_weights",
     "fit_beta_binomial",
     "loglog_interval",
@@ -248,6 +249,68 @@ def proportion_interval(
     return lo, hi
 
 
+def bootstrap_cif(
+    durations: np.ndarray,
+    causes: np.ndarray,
+    groups: np.ndarray,
+    *,
+    n_groups: int,
+    horizon: float | None,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """Aalen–Johansen CIF of cause 1 at ``horizon`` for many weightings of the same subjects.
+
+    ``weights`` has one row per replicate (bootstrap multiplicities). The
+    subjects are sorted and their distinct times found once; each replicate
+    only re-weights the counts, so a replicate costs a few array passes
+    rather than a sort. The value at ``horizon`` (None: end of follow-up) is
+    the same step-function reading as :meth:`AJFit.at`; a group with no weight
+    in a replicate is NaN there.
+
+    Returns
+    -------
+    ndarray, shape (replicates, n_groups)
+    """
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+    n_rep = weights.shape[0]
+    out = np.full((n_rep, n_groups), np.nan)
+    if not len(durations):
+        return out
+    order = np.lexsort((durations, groups))
+    g = np.asarray(groups)[order]
+    t = np.asarray(durations)[order]
+    c = np.asarray(causes)[order]
+    new = np.r_[True, (g[1:] != g[:-1]) | (t[1:] != t[:-1])]
+    starts = np.flatnonzero(new)
+    run_group = g[starts]
+    run_time = t[starts].astype(float)
+    w = weights[:, order]
+    d1 = np.add.reduceat(w * (c == 1), starts, axis=1)
+    d_all = np.add.reduceat(w * (c > 0), starts, axis=1)
+    removed = np.add.reduceat(w, starts, axis=1)
+    off = np.searchsorted(run_group, np.arange(n_groups + 1), side="left")
+    for k in range(n_groups):
+        a, b = int(off[k]), int(off[k + 1])
+        if a == b:
+            continue
+        rem = removed[:, a:b]
+        total = rem.sum(axis=1)
+        at_risk = total[:, None] - (np.cumsum(rem, axis=1) - rem)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h_all = np.where(at_risk > 0, d_all[:, a:b] / at_risk, 0.0)
+            h1 = np.where(at_risk > 0, d1[:, a:b] / at_risk, 0.0)
+        surv = np.cumprod(1.0 - h_all, axis=1)
+        s_prev = np.hstack([np.ones((n_rep, 1)), surv[:, :-1]])
+        cif = np.cumsum(s_prev * h1, axis=1)
+        if horizon is None:
+            j = b - a - 1
+        else:
+            j = int(np.sum(run_time[a:b] <= horizon)) - 1
+        out[:, k] = cif[:, j] if j >= 0 else 0.0
+        out[total <= 0, k] = np.nan
+    return out
+
+
 def bootstrap_weights(strata: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Multiplicities of a stratified nonparametric bootstrap, shape ``(n_boot, len(strata))``.
 
@@ -304,7 +367,7 @@ def fit_beta_binomial(
 
     best = optimize.OptimizeResult(fun=np.inf, x=np.array([special.logit(pooled), 0.0]))
     hi_kappa = np.log(max_concentration)
-    for log_kappa in (np.log(2.0), np.log(20.0), np.log(200.0), hi_kappa):
+    for log_kappa in (np.log(2.0), np.log(50.0), hi_kappa):
         res = optimize.minimize(
             nll,
             x0=np.array([special.logit(pooled), min(log_kappa, hi_kappa)]),

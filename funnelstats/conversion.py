@@ -32,6 +32,7 @@ from ._conversion_records import (
 from ._conversion_stats import (
     AJAt,
     aj_fit,
+    bootstrap_cif,
     bootstrap_weights,
     loglog_interval,
     proportion_interval,
@@ -881,7 +882,7 @@ def _aj_cells(
     lo, hi = at.ci_lower.copy(), at.ci_upper.copy()
     se = np.sqrt(at.variance)
     if opts.ci_method == "bootstrap":
-        reps = _bootstrap_aj(duration_ns, cause, cell, n_cells, n_causes, opts, deal, strata, seed)
+        reps = _bootstrap_aj(duration_ns, cause, cell, n_cells, opts, deal, strata, seed)
         with np.errstate(invalid="ignore"):
             se = np.nanstd(reps, axis=0, ddof=1)
             lo = np.nanquantile(reps, opts.alpha / 2, axis=0)
@@ -930,7 +931,6 @@ def _bootstrap_aj(
     cause: np.ndarray,
     cell: np.ndarray,
     n_cells: int,
-    n_causes: int,
     opts: _Options,
     deal: np.ndarray,
     strata: np.ndarray,
@@ -945,18 +945,9 @@ def _bootstrap_aj(
     while done < opts.n_boot:
         b = min(chunk, opts.n_boot - done)
         w = bootstrap_weights(strata, b, rng)[:, deal]  # (b, records)
-        keep = w > 0
-        rep_idx, rec_idx = np.nonzero(keep)
-        at = aj_fit(
-            duration_ns[rec_idx],
-            cause[rec_idx],
-            rep_idx * n_cells + cell[rec_idx],
-            n_groups=b * n_cells,
-            n_causes=n_causes,
-            alpha=opts.alpha,
-            weights=w[keep],
-        ).at(opts.horizon_ns)
-        out[done : done + b] = at.estimate.reshape(b, n_cells)
+        out[done : done + b] = bootstrap_cif(
+            duration_ns, cause, cell, n_groups=n_cells, horizon=opts.horizon_ns, weights=w
+        )
         done += b
     return out
 
@@ -1017,7 +1008,6 @@ def _product_cells(
             records.cause,
             cell,
             n_cells,
-            n_causes,
             _Options(opts.method, opts.skips, opts.alpha, None, opts.ci_method, opts.n_boot),
             records.deal,
             strata,
