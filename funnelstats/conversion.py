@@ -124,6 +124,17 @@ class _RateResult(Result):
         groups, the pooled two-proportion z test squared). Groups with no
         information (no deals, or an estimate without a variance) are left out
         of a test and named in the notes.
+
+        Examples
+        --------
+        >>> import funnelstats as fs
+        >>> cmp = fs.conversion(fs.load_sample(), by="Segment").compare()
+        >>> cmp.frame[["stage", "statistic", "df", "p_adj", "reject"]].round(4)
+                   stage  statistic  df   p_adj  reject
+        0    Prospecting    48.9207   2  0.0000    True
+        1  Qualification     5.5552   2  0.0622   False
+        2       Proposal    17.1549   2  0.0006    True
+        3    Negotiation    11.8535   2  0.0053    True
         """
         from scipy import stats
         from statsmodels.stats.multitest import multipletests
@@ -279,7 +290,7 @@ class WinRateResult(_RateResult):
     title: ClassVar[str] = "Win rate"
     value_column: ClassVar[str] = "win_rate"
     success_column: ClassVar[str] = "won"
-    failure_columns: ClassVar[tuple[str, ...]] = ("lost",)
+    failure_columns: ClassVar[tuple[str, ...]] = ("lost", "skipped_out")
 
     def plot(self, *, ax: Axes | None = None, **kwargs: Any) -> Axes:
         """Win rate by age per cohort (:func:`~funnelstats.plotting_conversion.plot_cohort_curves`)
@@ -429,17 +440,18 @@ def conversion(
     Where the estimate is 0 or 1 the log(-log) interval is undefined and the
     Wilson interval of the episodes decided by the horizon is used.
 
-    **Skipped stages.** ``skips="reached"`` (default, HubSpot's "all deals
-    that reached the stage"): a deal that jumps from an earlier open stage
-    over ``s`` to a later open stage or to won reached ``s`` and got past it
-    at once (a zero-length episode that advanced). ``skips="strict"``
-    (HubSpot's "deals that went through the stages in order"): a deal counts
-    only if it entered the first stage first and then every stage in order; at
-    the stage where it jumps past the next one its episode ends as
-    ``skipped_out`` (a competing outcome, not a conversion) and it is not
-    counted in any later stage. Deals created past the first stage count, with
-    ``"reached"``, from the stage they were created in (they did not reach the
-    earlier ones); with ``"strict"`` they do not count.
+    **Skipped stages.** ``skips="reached"`` (default; a funnel "with
+    conversions" that counts every intermediate stage as passed): a deal that
+    jumps from an earlier open stage over ``s`` to a later open stage or to
+    won reached ``s`` and got past it at once (a zero-length episode that
+    advanced). ``skips="strict"`` (HubSpot's funnel of deals "that have gone
+    through all stages", in order): a deal counts only if it entered the first
+    stage first and then every stage in order; at the stage where it jumps past
+    the next one its episode ends as ``skipped_out`` (a competing outcome, not
+    a conversion: HubSpot counts the deal in that stage but not in the next)
+    and it is not counted in any later stage. Deals created past the first
+    stage count, with ``"reached"``, from the stage they were created in (they
+    did not reach the earlier ones); with ``"strict"`` they do not count.
 
     **Backward moves, repeated entries, reopened deals.** The first arrival in
     a stage starts the episode and later re-entries belong to it. A move back
@@ -585,8 +597,13 @@ def win_rate(
       the eventual win rate from stage ``s`` is the product of the eventual
       conversions of ``s`` and every later open stage. Each stage uses its own
       follow-up, so a young export, where few deals have had time to go all
-      the way, still gives an eventual figure. It assumes that where a deal goes
-      from a stage does not depend on how it got there (a Markov funnel).
+      the way, still gives an eventual figure. ``undecided`` is
+      ``prod (c_j + u_j) - prod c_j`` with ``u_j`` the stages' undecided shares
+      (the eventual figure lies between ``win_rate`` and ``win_rate +
+      undecided``); ``mature`` holds when every stage from ``s`` on is mature;
+      ``horizon_days`` is empty (each stage holds at its own plateau). It
+      assumes that where a deal goes from a stage does not depend on how it
+      got there (a Markov funnel).
       Variance by the delta method on the log scale,
       ``var(W) = W^2 sum_j var(c_j) / c_j^2`` (episodes in different stages
       treated as independent; the bootstrap resamples whole deals and does not
@@ -939,6 +956,8 @@ def _bootstrap_aj(
     """Estimates of every cell in each of ``opts.n_boot`` deal resamples, shape (n_boot, cells)."""
     rng = np.random.default_rng(seed)
     out = np.empty((opts.n_boot, n_cells))
+    order = np.lexsort((duration_ns, cell))  # sorted once for every replicate
+    duration_ns, cause, cell, deal = duration_ns[order], cause[order], cell[order], deal[order]
     r = len(cell)
     chunk = max(1, min(opts.n_boot, _BOOT_CELLS // max(r, 1)))
     done = 0
@@ -946,7 +965,13 @@ def _bootstrap_aj(
         b = min(chunk, opts.n_boot - done)
         w = bootstrap_weights(strata, b, rng)[:, deal]  # (b, records)
         out[done : done + b] = bootstrap_cif(
-            duration_ns, cause, cell, n_groups=n_cells, horizon=opts.horizon_ns, weights=w
+            duration_ns,
+            cause,
+            cell,
+            n_groups=n_cells,
+            horizon=opts.horizon_ns,
+            weights=w,
+            presorted=True,
         )
         done += b
     return out
@@ -1028,16 +1053,21 @@ def _product_cells(
             plo = np.cumprod(slo.reshape(-1, n_stages)[:, ::-1], axis=1)[:, ::-1].ravel()
             phi = np.cumprod(shi.reshape(-1, n_stages)[:, ::-1], axis=1)[:, ::-1].ravel()
             lo[bad], hi[bad] = plo[bad], phi[bad]
-    und = np.full(len(est), np.nan)
+    # still undecided: the eventual win rate lies between prod c_j and prod (c_j + u_j)
+    u = at.undecided.reshape(-1, n_stages)
+    upper = np.cumprod((c + u)[:, ::-1], axis=1)[:, ::-1].ravel()
+    stage_mature = (u <= MATURE_UNDECIDED).astype(float)
+    stage_mature[~np.isfinite(u)] = np.nan
+    mature = np.cumprod(stage_mature[:, ::-1], axis=1)[:, ::-1].ravel()
     return _Est(
         estimate=est,
         std_error=se,
         ci_lower=lo,
         ci_upper=hi,
-        undecided=und,
+        undecided=upper - est,
         horizon_days=np.full(len(est), np.nan),
         horizon_rule=np.where(at.n > 0, "plateau", "").astype(object),
-        mature=np.full(len(est), np.nan),
+        mature=mature,
     )
 
 
@@ -1311,14 +1341,15 @@ def _notes(
             "skips='reached': a deal that jumped over a stage reached it and got past it at once"
         )
     else:
-        in_funnel = len(np.unique(records.deal[records.stage == 0])) if len(records) else 0
+        in_funnel = int(np.count_nonzero(records.stage == 0))  # one episode per deal and stage
         out = data.n_deals - in_funnel
         notes.append(
             "skips='strict': only deals that entered every stage in order count; a jump past "
             f"the next stage ends the deal's count as skipped_out ({out} deal(s) did not start "
             "in the first stage and are not counted)"
         )
-    never = data.n_deals - (len(np.unique(records.deal)) if len(records) else 0)
+    seen = np.bincount(records.deal, minlength=data.n_deals) if len(records) else np.zeros(0)
+    never = data.n_deals - int(np.count_nonzero(seen))
     if opts.skips == "reached" and never:
         notes.append(
             f"{never} deal(s) were never in an open stage (created closed) and do not count"

@@ -422,13 +422,20 @@ def plot_cohort_curves(
         [(str(k), p) for k, p in c.groupby(key, observed=True, sort=True)] if key else [("all", c)]
     )
     color = kwargs.pop("color", None)
+    if key == "cohort" and len(parts) > 1:
+        from matplotlib import colormaps
+
+        cmap = colormaps["viridis"]
+        palette = [cmap(0.9 * i / (len(parts) - 1)) for i in range(len(parts))]
+    else:
+        palette = [f"C{i % 10}" for i in range(len(parts))]
     for i, (label, p) in enumerate(parts):
         x = p["age_days"].to_numpy(dtype=float)
         y = p["win_rate"].to_numpy(dtype=float)
         if not len(x) or x[0] > 0:
             x = np.r_[0.0, x]
             y = np.r_[0.0, y]
-        col = color or f"C{i % 10}"
+        col = color or palette[i]
         ax.step(x, y, where="post", label=label, color=col, **kwargs)
         if ci:
             lo = p["ci_lower"].to_numpy(dtype=float)

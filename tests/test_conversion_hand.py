@@ -169,8 +169,15 @@ def test_win_rate_by_hand(hand10):
         assert tuple(int(v) for v in wr.loc[stage, ["entered", "won", "lost", "open"]]) == counts
     # product of the stage conversions from the stage on
     c = [7 / 9, 6 / 8, 4 / 6, 3 / 4]
+    # conversion + undecided per stage: 8/9, 7/8, 5/6, 4/4 -- the eventual win rate
+    # can rise at most to their product
+    u = [8 / 9, 7 / 8, 5 / 6, 1.0]
     for i, stage in enumerate(STAGES):
         assert wr.loc[stage, "win_rate"] == pytest.approx(np.prod(c[i:]), abs=1e-12)
+        assert wr.loc[stage, "undecided"] == pytest.approx(
+            np.prod(u[i:]) - np.prod(c[i:]), abs=1e-12
+        )
+        assert not bool(wr.loc[stage, "mature"])
     resolved = _by_stage(fs.win_rate(hand10, method="resolved").frame)
     assert resolved.loc["Lead", "win_rate"] == pytest.approx(3 / 6)
     entered = _by_stage(fs.win_rate(hand10, method="entered").frame)
