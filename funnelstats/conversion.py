@@ -437,8 +437,9 @@ def conversion(
     Collett's delta-method formula (as in lifelines), with the interval on the
     log(-log) scale; where the last deals at risk all leave at once, lifelines'
     variance is NaN and here the undefined ``0 * inf`` term is its limit 0.
-    Where the estimate is 0 or 1 the log(-log) interval is undefined and the
-    Wilson interval of the episodes decided by the horizon is used.
+    Where the estimate is 0 or 1 the log(-log) interval is undefined (and a
+    bootstrap only resamples the same value) and the Wilson interval of the
+    episodes decided by the horizon is used.
 
     **Skipped stages.** ``skips="reached"`` (default; a funnel "with
     conversions" that counts every intermediate stage as passed): a deal that
@@ -904,8 +905,9 @@ def _aj_cells(
             se = np.nanstd(reps, axis=0, ddof=1)
             lo = np.nanquantile(reps, opts.alpha / 2, axis=0)
             hi = np.nanquantile(reps, 1 - opts.alpha / 2, axis=0)
-    else:
-        _fill_degenerate(est, at, lo, hi, opts.alpha)
+        # a 0 or 1 estimate resamples to itself: no interval to read off the replicates
+        lo[(est == 0) | (est == 1)] = np.nan
+    _fill_degenerate(est, at, lo, hi, opts.alpha)
     return _Est(
         estimate=est,
         std_error=se,

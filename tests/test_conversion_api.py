@@ -235,3 +235,15 @@ def test_notes_say_what_was_done(hand10):
     assert "not final" in notes
     naive = " ".join(fs.conversion(hand10, method="resolved").notes)
     assert "naive" in naive and "overstates" in naive
+
+
+def test_degenerate_estimates_get_the_wilson_interval(hand10):
+    from statsmodels.stats.proportion import proportion_confint
+
+    # strict Negotiation: one deal, advanced -> estimate 1, Wilson interval of 1 of 1
+    lo, hi = proportion_confint(1, 1, alpha=0.05, method="wilson")
+    for ci in ("delta", "bootstrap"):
+        f = fs.conversion(hand10, skips="strict", ci_method=ci, n_boot=100, seed=1).frame
+        row = f.set_index("stage").loc["Negotiation"]
+        assert row["conversion"] == 1.0
+        assert (row["ci_lower"], row["ci_upper"]) == pytest.approx((lo, hi))
