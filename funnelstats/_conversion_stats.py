@@ -17,7 +17,6 @@ __all__ = [
     "AJFit",
     "aj_at",
     "aj_fit",
-    "aj_variance",
     "bootstrap_cif",
     "bootstrap_weights",
     "fit_beta_binomial",
@@ -70,8 +69,10 @@ class AJFit:
     ----------
     table : EventTable
     cif, variance, survival : ndarray
-        Per row of ``table``: CIF of cause 1, its variance (:func:`aj_variance`),
-        Kaplan–Meier probability of no exit yet.
+        Per row of ``table``: CIF of cause 1, its delta-method variance
+        (Collett's formula, as lifelines; where the last subjects at risk all
+        leave, lifelines' ``0 * inf`` term is its value 0 since ``F`` cannot
+        move after that row), Kaplan–Meier probability of no exit yet.
     alpha : float
     """
 
@@ -140,8 +141,10 @@ def aj_fit(
         durations, causes, groups=groups, n_groups=n_groups, n_causes=n_causes, weights=weights
     )
     aj = aalen_johansen(table, alpha=alpha)
-    cif = aj.cif[:, 0] if len(table.time) else np.zeros(0)
-    return AJFit(table, cif, aj_variance(table, cif, aj.survival), aj.survival, alpha)
+    rows = len(table.time)
+    cif = aj.cif[:, 0] if rows else np.zeros(0)
+    var = aj.variance[:, 0] if rows else np.zeros(0)
+    return AJFit(table, cif, var, aj.survival, alpha)
 
 
 def aj_at(
@@ -166,49 +169,6 @@ def aj_at(
         weights=weights,
     )
     return fit.at(horizon)
-
-
-def _group_cumsum(x: np.ndarray, group: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Cumulative sum of ``x`` restarting at each group (rows sorted by group)."""
-    cs = np.cumsum(x)
-    base = np.r_[0.0, cs][offsets[:-1]]
-    return cs - base[group]
-
-
-def aj_variance(table: EventTable, cif: np.ndarray, survival: np.ndarray) -> np.ndarray:
-    """Delta-method variance of the Aalen–Johansen CIF of cause 1 at every row.
-
-    The formula of Collett (2015, p. 411) used by lifelines'
-    ``AalenJohansenFitter`` and :func:`~funnelstats._estimators.aalen_johansen`:
-    ``V(t) = sum_{t_i <= t} (F(t) - F_i)^2 d_i / (n_i (n_i - d_i))
-    + S_{i-1}^2 d_1i (n_i - d_1i) / n_i^3 - 2 (F(t) - F_i) S_{i-1} d_1i / n_i^2``.
-    Where the last subjects at risk all exit (``n_i = d_i``) the first term is
-    ``0 * inf``; lifelines returns NaN there (and so no interval at the end of
-    follow-up). ``F`` cannot move after that row, so the factor ``F(t) - F_i``
-    is exactly 0 for every ``t`` the term enters, and the term is taken as its
-    value 0. Elsewhere the result equals lifelines' variance.
-    """
-    n = table.at_risk
-    d = table.observed
-    dk = table.events[:, 0] if table.events.shape[1] else np.zeros(len(n))
-    g = table.group
-    off = table.offsets
-    first = np.zeros(len(n), dtype=bool)
-    first[off[:-1][np.diff(off) > 0]] = True
-    s_prev = np.where(first, 1.0, np.r_[1.0, survival[:-1]])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.where(n > d, d / (n * (n - d)), 0.0)
-        b = s_prev**2 * dk * (n - dk) / n**3
-        c = s_prev * dk / n**2
-    f = cif
-    A = _group_cumsum(a, g, off)
-    AF = _group_cumsum(a * f, g, off)
-    AF2 = _group_cumsum(a * f * f, g, off)
-    B = _group_cumsum(b, g, off)
-    Cs = _group_cumsum(c, g, off)
-    CF = _group_cumsum(c * f, g, off)
-    v = f * f * A - 2 * f * AF + AF2 + B - 2 * (f * Cs - CF)
-    return np.maximum(v, 0.0)
 
 
 def loglog_interval(

@@ -463,6 +463,16 @@ def conversion(
     deal's current state is lost, at that final loss. A deal reopened into a
     later stage got past the stage at the reopening.
 
+    **Young exports.** The estimate describes the deals that reached the
+    stage by the export. Where follow-up in a stage is shorter than its
+    longest stays, ``undecided`` stays large and ``mature`` False: the value is
+    a lower bound. Where segments move at different speeds and convert at
+    different rates, the deals that have had time to reach a late stage of a
+    young export lean towards the fast segments, and a pooled estimate leans
+    with them; estimate ``by=`` the segment where that matters
+    (``benchmarks/conversion_coverage.py`` shows both effects on simulated
+    three-month exports).
+
     **Naive methods.** ``"resolved"`` = advanced / (advanced + lost +
     skipped_out): drops undecided deals, and since lost deals tend to linger
     longer than advancing ones, it overstates conversion in a young export.

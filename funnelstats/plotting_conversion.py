@@ -124,6 +124,11 @@ def plot_funnel(
     >>> [round(float(w), 3) for w in ax.containers[0].datavalues]
     [1.0, 0.544, 0.344, 0.253, 0.208]
     """
+    if getattr(result, "value_column", None) != "conversion":
+        raise ValueError(
+            "plot_funnel draws a conversion() result (stage conversions); for win rates use "
+            "plot_rates"
+        )
     if naive is not None and naive not in NAIVE:
         raise ValueError(f"naive must be one of {list(NAIVE)} or None, got {naive!r}")
     if group is None and result.group_columns and _group_labels(result, result.frame).nunique() > 1:

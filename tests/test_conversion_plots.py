@@ -61,6 +61,8 @@ def test_funnel_of_one_group_and_side_by_side_groups(sample):
         np.testing.assert_allclose(bar.datavalues, part["conversion"])
     with pytest.raises(ValueError, match="no group"):
         fs.plot_funnel(res, ax=_ax(), group="Nope")
+    with pytest.raises(ValueError, match="plot_funnel draws a conversion"):
+        fs.plot_funnel(fs.win_rate(sample), ax=_ax())
     with pytest.raises(ValueError, match="naive must be one of"):
         fs.plot_funnel(fs.conversion(sample), ax=_ax(), naive="crm")
 
