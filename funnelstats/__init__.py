@@ -6,6 +6,13 @@ reader), then call the analysis functions on it.
 
 from __future__ import annotations
 
+from .conversion import (
+    ConversionResult,
+    GroupComparison,
+    WinRateResult,
+    conversion,
+    win_rate,
+)
 from .data import FunnelData
 from .datasets import load_maven_crm, load_sample, simulate
 from .errors import FunnelDataError, InsufficientHistoryError, UnknownLayoutError
@@ -33,6 +40,13 @@ from .ingest import (
     read_zoho,
 )
 from .pipeline import Pipeline
+from .plotting_conversion import (
+    plot_cohort_curves,
+    plot_cohort_heatmap,
+    plot_comparison,
+    plot_funnel,
+    plot_rates,
+)
 from .snapshot import flow, snapshot
 from .survival import (
     CompetingOutcomes,
@@ -52,16 +66,20 @@ __version__ = "0.1.0"
 __all__ = [
     "RULES",
     "CompetingOutcomes",
+    "ConversionResult",
     "FunnelData",
     "FunnelDataError",
+    "GroupComparison",
     "IngestReport",
     "InsufficientHistoryError",
     "Pipeline",
     "StageHazards",
     "TimeInStage",
     "UnknownLayoutError",
+    "WinRateResult",
     "__version__",
     "backtest",
+    "conversion",
     "cycle_time",
     "detect_layout",
     "flow",
@@ -70,7 +88,12 @@ __all__ = [
     "forecast_win_rate",
     "load_maven_crm",
     "load_sample",
+    "plot_cohort_curves",
+    "plot_cohort_heatmap",
+    "plot_comparison",
+    "plot_funnel",
     "plot_hazard_ratios",
+    "plot_rates",
     "plot_stage_outcomes",
     "plot_survival",
     "read",
@@ -90,4 +113,5 @@ __all__ = [
     "time_in_stage",
     "velocity",
     "weighted_pipeline",
+    "win_rate",
 ]
