@@ -47,6 +47,7 @@ from .plotting_conversion import (
     plot_funnel,
     plot_rates,
 )
+from .report import build_report, make_report
 from .snapshot import flow, snapshot
 from .survival import (
     CompetingOutcomes,
@@ -81,6 +82,7 @@ __all__ = [
     "backtest",
     "conversion",
     "cycle_time",
+    "build_report",
     "detect_layout",
     "flow",
     "forecast_bookings",
@@ -96,6 +98,7 @@ __all__ = [
     "plot_rates",
     "plot_stage_outcomes",
     "plot_survival",
+    "make_report",
     "read",
     "read_deals",
     "read_dynamics",

@@ -1,0 +1,347 @@
+"""Reports: the analyses arranged for people, as one HTML file and a PDF.
+
+:func:`make_report` runs the analyses on a :class:`~funnelstats.FunnelData` and returns a
+:class:`Report` (nothing is written); :func:`build_report` also writes it, atomically, as
+``funnelstats-report-<as-of date>.html`` and ``.pdf`` into a folder.
+
+The HTML file is self-contained: styles inline, charts as PNG data URIs, no script, and a
+Content-Security-Policy that forbids any network fetch, so it opens the same offline, in a
+mail attachment or on an intranet. Every text taken from the data (deal, stage and attribute
+names) is escaped. The PDF has the same sections, one page each.
+
+Reports are reproducible: the same input, as-of date and seed give the same numbers and the
+same bytes. The only thing that differs between two runs is the generation time, which the
+caller passes (the command line passes the current time); the library never reads the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .._safe_io import atomic_write_bytes, atomic_write_text, safe_join
+from ..data import to_timestamp
+from ..errors import FunnelDataError
+from ._model import Chart, Header, InputFile, Kpi, Section, Table
+from ._render import render_html, render_pdf
+from ._sections import BUILDERS, Context
+
+if TYPE_CHECKING:
+    from ..data import FunnelData
+
+__all__ = [
+    "FORMATS",
+    "Chart",
+    "Header",
+    "InputFile",
+    "Kpi",
+    "Report",
+    "Section",
+    "Table",
+    "build_report",
+    "make_report",
+    "report_filename",
+]
+
+log = logging.getLogger(__name__)
+
+#: The formats :func:`build_report` writes.
+FORMATS: tuple[str, ...] = ("html", "pdf")
+
+#: ``progress(done, total, label)``: called before each step and once at the end.
+Progress = Callable[[int, int, str], None]
+
+
+def report_filename(as_of: Any, fmt: str) -> str:
+    """The file name of a report: ``funnelstats-report-<as-of date>.<fmt>``.
+
+    Examples
+    --------
+    >>> report_filename("2024-12-31", "html")
+    'funnelstats-report-2024-12-31.html'
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown report format {fmt!r}; choose from {list(FORMATS)}")
+    return f"funnelstats-report-{to_timestamp(as_of, name='as_of'):%Y-%m-%d}.{fmt}"
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report ready to render: a header and its sections.
+
+    Attributes
+    ----------
+    header : Header
+        Input files and checksums, as-of date, version, generation time.
+    sections : tuple of Section
+        In order; each has a ``title`` (its heading), a ``lead`` sentence, headline
+        numbers, a chart and tables. Sections whose analysis cannot run on the data
+        (for example time in stage on a deal-level export) say so in their lead.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> rep = fs.make_report(fs.load_sample(), as_of="2024-12-31")
+    >>> [s.title for s in rep.sections][:2]
+    ['Headline', 'Data quality']
+    >>> rep.html().startswith("<!DOCTYPE html>")
+    True
+    """
+
+    header: Header
+    sections: tuple[Section, ...]
+
+    @property
+    def titles(self) -> tuple[str, ...]:
+        """The section headings, in order."""
+        return tuple(s.title for s in self.sections)
+
+    def section(self, key: str) -> Section:
+        """The section with this key (``"overview"``, ``"data-quality"``, ...)."""
+        for s in self.sections:
+            if s.key == key:
+                return s
+        raise KeyError(f"no section {key!r}; the report has {[s.key for s in self.sections]}")
+
+    def html(self) -> str:
+        """The report as one self-contained HTML document."""
+        return render_html(self.header, self.sections)
+
+    def pdf(self) -> bytes:
+        """The report as PDF bytes (one page per section)."""
+        return render_pdf(self.header, self.sections)
+
+    def filename(self, fmt: str) -> str:
+        """``funnelstats-report-<as-of date>.<fmt>``."""
+        return report_filename(self.header.as_of, fmt)
+
+    def write(
+        self,
+        out_dir: str | PathLike[str],
+        *,
+        formats: Iterable[str] = FORMATS,
+        progress: Progress | None = None,
+    ) -> dict[str, Path]:
+        """Write the report into ``out_dir`` (created if needed); return the paths by format.
+
+        Each file is first written to a temporary file in ``out_dir`` and then renamed over
+        the target, so an interrupted run leaves the previous report as it was.
+        """
+        fmts = _check_formats(formats)
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        for i, fmt in enumerate(fmts):
+            if progress is not None:
+                progress(i, len(fmts), f"writing {fmt.upper()}")
+            target = safe_join(folder, self.filename(fmt))
+            if fmt == "html":
+                atomic_write_text(target, self.html())
+            else:
+                atomic_write_bytes(target, self.pdf())
+            log.info("wrote %s", target)
+            paths[fmt] = target
+        if progress is not None:
+            progress(len(fmts), len(fmts), "written")
+        return paths
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Report as of {self.header.as_of:%Y-%m-%d}: "
+            f"{len(self.sections)} sections ({', '.join(self.titles)})>"
+        )
+
+
+def _check_formats(formats: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = [f for f in formats.split(",") if f.strip()]
+    out = []
+    for f in formats:
+        f = f.strip().lower()
+        if f not in FORMATS:
+            raise ValueError(f"unknown report format {f!r}; choose from {list(FORMATS)}")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise ValueError(f"no report format given; choose from {list(FORMATS)}")
+    return tuple(out)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _inputs(
+    data: FunnelData, inputs: Sequence[str | PathLike[str]] | None
+) -> tuple[InputFile, ...]:
+    if inputs is None:
+        src = data.report.source
+        inputs = [src] if src and os.path.isfile(src) else []
+    files = []
+    for p in inputs:
+        path = Path(p)
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {str(path)!r} not found (for its checksum)")
+        files.append(InputFile(name=path.name, sha256=_sha256(path), size=path.stat().st_size))
+    if not files:
+        # in-memory data: a checksum of the history table it holds
+        digest = pd.util.hash_pandas_object(data.history, index=False).to_numpy()
+        files.append(
+            InputFile(
+                name=f"{data.report.source} (in memory; checksum of its history table)",
+                sha256=hashlib.sha256(digest.tobytes()).hexdigest(),
+            )
+        )
+    return tuple(files)
+
+
+def make_report(
+    data: FunnelData,
+    *,
+    as_of: Any = None,
+    by: str | None = None,
+    seed: int = 0,
+    horizon: str = "90D",
+    inputs: Sequence[str | PathLike[str]] | None = None,
+    generated_at: Any = None,
+    title: str = "Sales funnel report",
+    progress: Progress | None = None,
+) -> Report:
+    """Run the analyses on ``data`` and arrange them as a report (nothing is written).
+
+    Parameters
+    ----------
+    data : FunnelData
+    as_of : date-like, optional
+        Describe the data as it stood on this date (an export taken then); default: the
+        export date. Must not be after the export date.
+    by : str, optional
+        A deal attribute (``data.attributes``) to compare groups by.
+    seed : int, default 0
+        Seed of every random step; the same seed gives the same numbers.
+    horizon : str, default "90D"
+        How far forecasts look ahead (a pandas offset: ``"90D"``, ``"13W"``).
+    inputs : sequence of paths, optional
+        The files the data was read from, named in the header with their SHA-256. Default:
+        the file named in ``data.report.source`` when it exists; for in-memory data, a
+        checksum of its history table.
+    generated_at : date-like, optional
+        The generation time printed in the header (UTC). The library never reads the
+        clock: pass it (the command line passes the current time); None prints
+        "not recorded".
+    title : str, default "Sales funnel report"
+    progress : callable, optional
+        ``progress(done, total, label)``, called before each section and at the end.
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    FunnelDataError
+        When ``by`` is not an attribute of the data.
+    ValueError
+        When ``as_of`` is after the export date.
+
+    Examples
+    --------
+    >>> import funnelstats as fs
+    >>> rep = fs.make_report(fs.load_sample(), by="Segment", seed=1)
+    >>> rep.header.by, f"{rep.header.as_of:%Y-%m-%d}"
+    ('Segment', '2024-12-31')
+    """
+    if by is not None and by not in data.attributes:
+        raise FunnelDataError(
+            f"by={by!r} is not a deal attribute; the data has {list(data.attributes)}",
+            column=by,
+        )
+    cut = to_timestamp(as_of, name="as_of") if as_of is not None else data.exported_at
+    view = data if cut == data.exported_at else data.as_of(cut)
+    header = Header(
+        title=title,
+        inputs=_inputs(data, inputs),
+        as_of=cut,
+        exported_at=data.exported_at,
+        version=_version(),
+        generated_at=(
+            to_timestamp(generated_at, name="generated_at") if generated_at is not None else None
+        ),
+        seed=int(seed),
+        by=by,
+    )
+    ctx = Context(data=view, as_of=cut, by=by, seed=int(seed), horizon=horizon)
+    sections = []
+    for i, (label, build) in enumerate(BUILDERS):
+        if progress is not None:
+            progress(i, len(BUILDERS), label)
+        log.info("report: %s", label)
+        section = build(ctx)
+        if section is not None:
+            sections.append(section)
+    if progress is not None:
+        progress(len(BUILDERS), len(BUILDERS), "analyses done")
+    return Report(header=header, sections=tuple(sections))
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def build_report(
+    data: FunnelData,
+    *,
+    out_dir: str | PathLike[str],
+    formats: Iterable[str] = FORMATS,
+    as_of: Any = None,
+    by: str | None = None,
+    seed: int = 0,
+    horizon: str = "90D",
+    inputs: Sequence[str | PathLike[str]] | None = None,
+    generated_at: Any = None,
+    title: str = "Sales funnel report",
+    progress: Progress | None = None,
+) -> dict[str, Path]:
+    """Make the report and write it into ``out_dir``; return the written paths by format.
+
+    Files are named ``funnelstats-report-<as-of date>.<format>`` and written atomically (a
+    temporary file in ``out_dir``, then a rename): a crash never leaves a half-written
+    report, and the previous one survives. See :func:`make_report` for the parameters.
+
+    Examples
+    --------
+    >>> import tempfile, funnelstats as fs
+    >>> paths = fs.build_report(fs.load_sample(), out_dir=tempfile.mkdtemp(), formats=["html"])
+    >>> paths["html"].name
+    'funnelstats-report-2024-12-31.html'
+    """
+    fmts = _check_formats(formats)
+    report = make_report(
+        data,
+        as_of=as_of,
+        by=by,
+        seed=seed,
+        horizon=horizon,
+        inputs=inputs,
+        generated_at=generated_at,
+        title=title,
+        progress=progress,
+    )
+    return report.write(out_dir, formats=fmts, progress=progress)
