@@ -207,7 +207,7 @@ def write_table(frame: pd.DataFrame, path: str | PathLike[str], *, index: bool =
     safe = neutralise_frame(frame.reset_index() if index else frame)
     suffix = target.suffix.lower()
     if suffix == ".csv":
-        data = safe.to_csv(index=False, lineterminator="\n").encode("utf-8")
+        data = safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
     elif suffix == ".xlsx":
         try:
             import openpyxl  # noqa: F401

@@ -33,6 +33,7 @@ from ..errors import FunnelDataError
 from ._model import Chart, Header, InputFile, Kpi, Section, Table
 from ._render import render_html, render_pdf
 from ._sections import BUILDERS, Context
+from ._summary import section_text, summary_text
 
 if TYPE_CHECKING:
     from ..data import FunnelData
@@ -49,6 +50,8 @@ __all__ = [
     "build_report",
     "make_report",
     "report_filename",
+    "section_text",
+    "summary_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -266,13 +269,8 @@ def make_report(
     >>> rep.header.by, f"{rep.header.as_of:%Y-%m-%d}"
     ('Segment', '2024-12-31')
     """
-    if by is not None and by not in data.attributes:
-        raise FunnelDataError(
-            f"by={by!r} is not a deal attribute; the data has {list(data.attributes)}",
-            column=by,
-        )
-    cut = to_timestamp(as_of, name="as_of") if as_of is not None else data.exported_at
-    view = data if cut == data.exported_at else data.as_of(cut)
+    ctx = _context(data, as_of=as_of, by=by, seed=seed, horizon=horizon)
+    cut = ctx.as_of
     header = Header(
         title=title,
         inputs=_inputs(data, inputs),
@@ -285,7 +283,6 @@ def make_report(
         seed=int(seed),
         by=by,
     )
-    ctx = Context(data=view, as_of=cut, by=by, seed=int(seed), horizon=horizon)
     sections = []
     for i, (label, build) in enumerate(BUILDERS):
         if progress is not None:
@@ -297,6 +294,29 @@ def make_report(
     if progress is not None:
         progress(len(BUILDERS), len(BUILDERS), "analyses done")
     return Report(header=header, sections=tuple(sections))
+
+
+def _context(
+    data: FunnelData,
+    *,
+    as_of: Any = None,
+    by: str | None = None,
+    seed: int = 0,
+    horizon: str = "90D",
+) -> Context:
+    """Check the options and cut the data at ``as_of``."""
+    if by is not None and by not in data.attributes:
+        raise FunnelDataError(
+            f"by={by!r} is not a deal attribute; the data has {list(data.attributes)}",
+            column=by,
+        )
+    try:
+        pd.tseries.frequencies.to_offset(horizon)
+    except ValueError:
+        raise ValueError(f"horizon={horizon!r} is not a duration such as '90D' or '13W'") from None
+    cut = to_timestamp(as_of, name="as_of") if as_of is not None else data.exported_at
+    view = data if cut == data.exported_at else data.as_of(cut)
+    return Context(data=view, as_of=cut, by=by, seed=int(seed), horizon=horizon)
 
 
 def _version() -> str:

@@ -1,0 +1,258 @@
+"""The ``funnelstats`` command line: every subcommand and exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import funnelstats as fs
+from funnelstats.cli import main
+
+DATA = Path(__file__).parent / "data"
+
+CLEAN = """deal_id,stage,timestamp,amount,segment
+A1,Lead,2024-01-01,100,SMB
+A1,Closed Won,2024-01-10,100,SMB
+A2,Lead,2024-01-02,200,Enterprise
+A2,Closed Lost,2024-01-12,200,Enterprise
+A3,Lead,2024-01-05,300,SMB
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+# ---------------------------------------------------------------------------- validate
+
+
+def test_validate_clean_input_exits_0(runner, tmp_path):
+    res = runner.invoke(main, ["validate", str(_write(tmp_path, "clean.csv", CLEAN))])
+    assert res.exit_code == 0, res.output
+    assert "rows read                 5" in res.output
+
+
+def test_validate_repaired_input_exits_1(runner, tmp_path):
+    text = CLEAN.replace("A3,Lead,", "A3,Lead  ,")  # a stage name with trailing spaces
+    res = runner.invoke(main, ["validate", str(_write(tmp_path, "repaired.csv", text))])
+    assert res.exit_code == 1, res.output
+    assert "stage_whitespace" in res.output
+
+
+def test_validate_quarantined_rows_exit_2(runner, tmp_path):
+    text = CLEAN + "A4,Lead,,50,SMB\n"  # no timestamp: quarantined
+    out = tmp_path / "quarantined.csv"
+    res = runner.invoke(
+        main, ["validate", str(_write(tmp_path, "q.csv", text)), "--quarantined", str(out)]
+    )
+    assert res.exit_code == 2, res.output
+    assert "missing_timestamp" in res.output
+    q = pd.read_csv(out)
+    assert q["row"].tolist() == [7]
+
+
+def test_validate_unusable_input_exits_2(runner, tmp_path):
+    res = runner.invoke(main, ["validate", str(_write(tmp_path, "empty.csv", ""))])
+    assert res.exit_code == 2
+    assert "error:" in res.output
+
+
+def test_validate_the_sample(runner):
+    res = runner.invoke(main, ["validate", "--sample"])
+    # the sample has rows the CRM marks as deleted: quarantined, so exit 2
+    assert res.exit_code == 2
+    assert "deleted" in res.output
+
+
+def test_exit_codes_are_documented(runner):
+    res = runner.invoke(main, ["validate", "--help"])
+    assert res.exit_code == 0
+    for line in ("0  clean", "1  rows were repaired", "2  rows were quarantined"):
+        assert line in res.output
+    assert "Exit codes" in runner.invoke(main, ["--help"]).output
+
+
+def test_missing_input_is_a_usage_error(runner, tmp_path):
+    assert runner.invoke(main, ["validate"]).exit_code == 2
+    res = runner.invoke(main, ["summary", str(tmp_path / "nope.csv")])
+    assert res.exit_code == 2 and "is not a file" in res.output
+    clean = _write(tmp_path, "clean.csv", CLEAN)
+    assert runner.invoke(main, ["summary", str(clean), "--sample"]).exit_code == 2
+
+
+def test_unknown_source_layout_is_a_usage_error(runner, tmp_path):
+    clean = _write(tmp_path, "clean.csv", CLEAN)
+    res = runner.invoke(main, ["validate", str(clean), "--source", "nosuchcrm"])
+    assert res.exit_code == 2
+    assert "nosuchcrm" in res.output
+
+
+def test_pipeline_file_is_used(runner):
+    res = runner.invoke(
+        main,
+        ["validate", str(DATA / "hand10.csv"), "--pipeline", str(DATA / "hand10.toml")],
+    )
+    assert res.exit_code in (0, 1), res.output
+    assert "hand10.csv" in res.output
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def test_summary_prints_the_headline_tables(runner, tmp_path):
+    res = runner.invoke(main, ["summary", str(_write(tmp_path, "c.csv", CLEAN)), "--by", "segment"])
+    assert res.exit_code == 0, res.output
+    assert "<FunnelData: 3 deals (1 won, 1 lost, 1 open)" in res.output
+    assert "Headline" in res.output and "BY SEGMENT" in res.output
+
+
+def test_summary_of_the_sample_as_of(runner):
+    res = runner.invoke(main, ["summary", "--sample", "--as-of", "2024-06-30"])
+    assert res.exit_code == 0, res.output
+    assert "exported 2024-06-30" in res.output
+
+
+def test_summary_bad_by_exits_2(runner):
+    res = runner.invoke(main, ["summary", "--sample", "--by", "Region"])
+    assert res.exit_code == 2
+    assert "Segment" in res.output  # the message lists the attributes there are
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def test_report_writes_html_and_pdf_named_by_as_of(runner, tmp_path):
+    out = tmp_path / "reports"
+    res = runner.invoke(
+        main,
+        [
+            "report",
+            "--sample",
+            "--out",
+            str(out),
+            "--as-of",
+            "2024-09-30",
+            "--by",
+            "Segment",
+            "--generated-at",
+            "2025-01-06T07:00:00Z",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["funnelstats-report-2024-09-30.html", "funnelstats-report-2024-09-30.pdf"]
+    html = (out / names[0]).read_text(encoding="utf-8")
+    assert "2025-01-06 07:00:00 UTC" in html
+    for f in ("OpportunityHistory.csv", "Opportunity.csv", "pipeline.toml"):
+        assert f in html
+    assert f"wrote {out / names[0]}" in res.output
+
+
+def test_report_html_only_and_bad_format(runner, tmp_path):
+    clean = _write(tmp_path, "c.csv", CLEAN)
+    res = runner.invoke(
+        main, ["report", str(clean), "--out", str(tmp_path / "o"), "--format", "html"]
+    )
+    assert res.exit_code == 0, res.output
+    assert [p.suffix for p in (tmp_path / "o").iterdir()] == [".html"]
+    res = runner.invoke(
+        main, ["report", str(clean), "--out", str(tmp_path / "o"), "--format", "html,docx"]
+    )
+    assert res.exit_code == 2 and "docx" in res.output
+
+
+def test_report_as_of_after_export_exits_2(runner, tmp_path):
+    res = runner.invoke(
+        main, ["report", "--sample", "--out", str(tmp_path), "--as-of", "2030-01-01"]
+    )
+    assert res.exit_code == 2
+    assert "after the export date" in res.output
+
+
+def test_report_generation_time_defaults_to_source_date_epoch(runner, tmp_path):
+    res = runner.invoke(
+        main,
+        ["report", "--sample", "--out", str(tmp_path), "--format", "html"],
+        env={"SOURCE_DATE_EPOCH": "1736146800"},
+    )
+    assert res.exit_code == 0, res.output
+    html = next(tmp_path.glob("*.html")).read_text(encoding="utf-8")
+    assert "2025-01-06 07:00:00 UTC" in html
+
+
+def test_report_twice_gives_the_same_numbers(runner, tmp_path):
+    for stamp, folder in (("2025-01-06T07:00:00Z", "a"), ("2025-01-13T07:00:00Z", "b")):
+        res = runner.invoke(
+            main,
+            [
+                "report",
+                "--sample",
+                "--out",
+                str(tmp_path / folder),
+                "--format",
+                "html",
+                "--generated-at",
+                stamp,
+            ],
+        )
+        assert res.exit_code == 0, res.output
+    a = next((tmp_path / "a").glob("*.html")).read_text(encoding="utf-8")
+    b = next((tmp_path / "b").glob("*.html")).read_text(encoding="utf-8")
+    assert a.replace("2025-01-06 07", "X") == b.replace("2025-01-13 07", "X")
+
+
+# ----------------------------------------------------------------- logging and progress
+
+
+def test_quiet_and_verbose_logging_go_to_stderr(tmp_path):
+    exe = [sys.executable, "-m", "funnelstats.cli"]
+    loud = subprocess.run(
+        [*exe, "-v", "report", "--sample", "--out", str(tmp_path), "--format", "html"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert "INFO funnelstats" in loud.stderr and "INFO" not in loud.stdout
+    assert "wrote" in loud.stdout
+    # not a terminal: no progress bar drawn
+    assert "[#" not in loud.stderr and "\r" not in loud.stderr
+    quiet = subprocess.run(
+        [*exe, "-q", "report", "--sample", "--out", str(tmp_path), "--format", "html"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_progress_bar_draws_only_on_a_terminal(monkeypatch, capsys):
+    from funnelstats import cli
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = cli._Progress(enabled=True)
+    bar(1, 4, "data quality")
+    bar.close()
+    assert "data quality" in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    bar = cli._Progress(enabled=True)
+    bar(1, 4, "data quality")
+    bar.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_version(runner):
+    res = runner.invoke(main, ["--version"])
+    assert res.exit_code == 0 and fs.__version__ in res.output

@@ -1,0 +1,293 @@
+"""The report: its numbers against independent computations, reproducibility, escaping,
+self-containment and safe writing."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import funnelstats as fs
+from funnelstats.datasets import sample_path
+from funnelstats.report import report_filename
+from funnelstats.report._style import fmt_count, fmt_money
+
+DATA = Path(__file__).parent / "data"
+GEN_A = pd.Timestamp("2025-01-06 07:00:00", tz="UTC")
+GEN_B = pd.Timestamp("2025-01-13 07:00:00", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def rep(sample) -> fs.report.Report:
+    return fs.make_report(sample, by="Segment", generated_at=GEN_A)
+
+
+@pytest.fixture(scope="module")
+def opportunities() -> pd.DataFrame:
+    """The sample's Opportunity.csv read with plain pandas: the independent reference."""
+    df = pd.read_csv(sample_path("opportunities"), dtype={"Id": str})
+    df["CreatedDate"] = pd.to_datetime(df["CreatedDate"], utc=True)
+    return df
+
+
+# ------------------------------------------------------------------------ the numbers
+
+
+def test_headline_numbers_match_the_opportunity_export(rep, opportunities):
+    opp = opportunities
+    won = opp[opp["IsWon"]]
+    is_open = ~opp["IsClosed"]
+    kpis = {k.label: k for k in rep.section("overview").kpis}
+    assert kpis["Deals"].value == fmt_count(len(opp))
+    assert kpis["Won"].value == fmt_money(won["Amount"].sum())
+    assert kpis["Won"].detail.startswith(fmt_count(len(won)))
+    assert kpis["Open pipeline"].value == fmt_money(opp.loc[is_open, "Amount"].sum())
+    assert kpis["Open pipeline"].detail.startswith(fmt_count(int(is_open.sum())))
+    assert kpis["Lost"].value == fmt_count(int((opp["IsClosed"] & ~opp["IsWon"]).sum()))
+
+
+def test_monthly_chart_bars_are_the_deals_created_each_month(rep, opportunities):
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    rep.section("overview").chart.draw(fig)
+    (ax,) = fig.axes
+    month = opportunities["CreatedDate"].dt.tz_localize(None).dt.to_period("M")
+    outcome = np.where(
+        opportunities["IsWon"], "won", np.where(opportunities["IsClosed"], "lost", "open")
+    )
+    expected = pd.crosstab(month, outcome)
+    drawn = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
+    assert drawn["won"] == expected["won"].tolist()
+    assert drawn["lost"] == expected["lost"].tolist()
+    assert drawn["still open"] == expected["open"].tolist()
+
+
+def test_by_group_table_matches_pandas(rep, opportunities):
+    (table,) = rep.section("overview").tables
+    got = table.frame.set_index("group")
+    opp = opportunities
+    exp = opp.groupby("Segment").agg(deals=("Id", "size"), won=("IsWon", "sum"))
+    assert got.loc[exp.index, "deals"].tolist() == exp["deals"].tolist()
+    assert got.loc[exp.index, "won"].tolist() == exp["won"].tolist()
+    won_amount = opp[opp["IsWon"]].groupby("Segment")["Amount"].sum()
+    np.testing.assert_allclose(got.loc[won_amount.index, "won_amount"], won_amount)
+
+
+def test_data_quality_accounts_for_every_row(rep, sample):
+    r = sample.report
+    dq = rep.section("data-quality")
+    assert f"All {r.rows_read:,} rows" in dq.lead
+    assert f"{r.rows_quarantined:,} set aside" in dq.lead
+    findings = dq.tables[0]
+    assert [int(row[1].replace(",", "")) for row in findings.rows] == r.findings["rows"].tolist()
+    set_aside = dq.tables[1]
+    assert set_aside.title == "Rows set aside"
+    assert f"{len(r.quarantined) - len(set_aside.rows)} more rows" in set_aside.note
+    # reports travel: no folder of this machine appears in the notes
+    folder = str(sample_path().parent)
+    assert any("Opportunity.csv" in n for n in dq.notes)
+    assert not any(folder in n for n in dq.notes)
+
+
+def test_open_pipeline_on_the_hand_example(hand10):
+    """Open deals on 10 Feb 2024, worked out by hand from tests/data/hand10.csv."""
+    rep = fs.make_report(hand10, generated_at=GEN_A)
+    section = rep.section("open-pipeline")
+    frame = section.tables[0].frame
+    # D06 Proposal since 22 Jan (19 days, created 6 Jan: 35 days), D08 Qualified since 28 Jan,
+    # D03 Negotiation since 18 Jan, D04 Lead since 4 Jan with no amount (last)
+    assert frame["deal_id"].tolist() == ["D06", "D08", "D03", "D04"]
+    assert frame["stage"].tolist() == ["Proposal", "Qualified", "Negotiation", "Lead"]
+    np.testing.assert_allclose(frame["days_in_stage"], [19, 13, 23, 37])
+    np.testing.assert_allclose(frame["age_days"], [35, 33, 38, 37])
+    assert section.lead.startswith("4 deals worth 16k were open on 10 Feb 2024")
+
+
+def test_as_of_cuts_the_data(sample, opportunities):
+    rep = fs.make_report(sample, as_of="2024-06-30", generated_at=GEN_A)
+    assert rep.header.as_of == pd.Timestamp("2024-06-30", tz="UTC")
+    assert rep.filename("html") == "funnelstats-report-2024-06-30.html"
+    created = opportunities["CreatedDate"] <= pd.Timestamp("2024-06-30", tz="UTC")
+    kpis = {k.label: k.value for k in rep.section("overview").kpis}
+    assert kpis["Deals"] == fmt_count(int(created.sum()))
+    with pytest.raises(ValueError, match="after the export date"):
+        fs.make_report(sample, as_of="2025-06-30")
+
+
+def test_unknown_by_names_the_attributes(sample):
+    with pytest.raises(fs.FunnelDataError, match="Segment"):
+        fs.make_report(sample, by="Region")
+
+
+def test_bad_horizon_is_refused(sample):
+    with pytest.raises(ValueError, match="horizon"):
+        fs.make_report(sample, horizon="soon")
+
+
+# ------------------------------------------------------------------- reproducibility
+
+
+def test_same_input_and_seed_give_the_same_report(sample, rep):
+    again = fs.make_report(sample, by="Segment", generated_at=GEN_B)
+    a, b = rep.html(), again.html()
+    assert a != b
+    assert a.replace("2025-01-06 07:00:00 UTC", "T") == b.replace("2025-01-13 07:00:00 UTC", "T")
+    same = fs.make_report(sample, by="Segment", generated_at=GEN_A)
+    assert rep.pdf() == same.pdf()
+
+
+def test_generation_time_is_never_read_from_the_clock(sample):
+    rep = fs.make_report(sample)
+    assert rep.header.generated_at is None
+    assert "Generated</dt><dd>not recorded" in rep.html()
+
+
+def test_header_names_inputs_with_checksums(sample):
+    import hashlib
+
+    files = [sample_path("history"), sample_path("opportunities")]
+    rep = fs.make_report(sample, inputs=files, generated_at=GEN_A)
+    html = rep.html()
+    for f in files:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        assert digest in html
+        assert f.name in html
+    assert str(files[0].parent) not in html  # file names only, no folders
+    assert f"funnelstats</dt><dd>{fs.__version__}" in html
+    assert "2025-01-06 07:00:00 UTC" in html
+
+
+def test_in_memory_data_gets_a_checksum_of_its_history(hand10):
+    ev = hand10.events
+    data = fs.FunnelData.from_events(ev, pipeline=hand10.pipeline, exported_at="2024-02-10")
+    (f,) = fs.make_report(data).header.inputs
+    assert "in memory" in f.name and len(f.sha256) == 64
+
+
+# ------------------------------------------------------------ escaping, self-containment
+
+XSS = "<script>alert(1)</script>"
+
+
+def _xss_data() -> fs.FunnelData:
+    ev = pd.DataFrame(
+        {
+            "deal_id": [XSS, XSS, "D2", "D2"],
+            "stage": ["Lead", "<b>Demo</b>", "Lead", "Closed Won"],
+            "entered_at": ["2024-01-01", "2024-01-05", "2024-01-02", "2024-01-09"],
+            "amount": [5000.0, 5000.0, 100.0, 100.0],
+            "owner": ['"><img src=x onerror=alert(3)>', "a", "b & c", "b & c"],
+        }
+    )
+    pipe = fs.Pipeline(["Lead", "<b>Demo</b>"], won=["Closed Won"], lost=["Closed Lost"])
+    return fs.FunnelData.from_events(ev, pipeline=pipe, exported_at="2024-02-01")
+
+
+def test_names_from_the_data_are_escaped():
+    html = fs.make_report(_xss_data(), by="owner").html()
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;Demo&lt;/b&gt;" in html and "<b>Demo" not in html
+    assert "<img src=x" not in html
+    assert "b &amp; c" in html
+
+
+def test_html_is_self_contained(rep):
+    html = rep.html()
+    assert not re.search(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:|//|ftp:)""", html, re.I)
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:|//)", html, re.I)
+    assert "@import" not in html and "<script" not in html and "<link" not in html
+    assert "default-src 'none'" in html  # the CSP forbids fetches even if something slipped
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+
+
+def test_report_does_not_touch_pyplot(tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import sys, funnelstats as fs
+        fs.build_report(fs.load_sample(), out_dir={str(tmp_path)!r})
+        assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+# ---------------------------------------------------------------------- safe writing
+
+
+def test_files_are_named_by_the_as_of_date(sample, tmp_path):
+    paths = fs.build_report(sample, out_dir=tmp_path / "new", as_of="2024-09-30")
+    assert sorted(p.name for p in paths.values()) == [
+        "funnelstats-report-2024-09-30.html",
+        "funnelstats-report-2024-09-30.pdf",
+    ]
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == sorted(
+        p.name for p in paths.values()
+    )  # no temporary file left behind
+    assert report_filename("2024-09-30T23:00:00Z", "pdf") == "funnelstats-report-2024-09-30.pdf"
+    with pytest.raises(ValueError, match="format"):
+        fs.build_report(sample, out_dir=tmp_path, formats=["docx"])
+
+
+def test_a_failure_while_writing_keeps_the_previous_report(sample, tmp_path, monkeypatch):
+    from funnelstats import _safe_io
+
+    old = fs.build_report(sample, out_dir=tmp_path, formats=["html"], generated_at=GEN_A)
+    before = old["html"].read_bytes()
+
+    def broken(fh, data, chunk=1 << 20):
+        fh.write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_safe_io, "_write_all", broken)
+    with pytest.raises(OSError, match="No space"):
+        fs.build_report(sample, out_dir=tmp_path, formats=["html"], generated_at=GEN_B)
+    assert old["html"].read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [old["html"].name]  # temp file removed
+
+
+def test_killed_while_writing_keeps_the_previous_report(tmp_path):
+    """A process killed (SIGKILL) in the middle of writing leaves the old report whole."""
+    target = tmp_path / report_filename("2024-12-31", "html")
+    fs.build_report(fs.load_sample(), out_dir=tmp_path, formats=["html"], generated_at=GEN_A)
+    before = target.read_bytes()
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        import funnelstats as fs
+        from funnelstats import _safe_io
+
+        def slow(fh, data, chunk=1 << 20):
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            print("half written", flush=True)
+            time.sleep(120)
+
+        _safe_io._write_all = slow
+        fs.build_report(fs.load_sample(), out_dir={str(tmp_path)!r}, formats=["html"],
+                        generated_at="2025-01-13")
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "half written"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert target.read_bytes() == before
+    leftovers = [p for p in tmp_path.iterdir() if p != target]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(f".{target.name}.")
+    assert 0 < leftovers[0].stat().st_size < len(before)  # the half-written temporary file
