@@ -108,8 +108,8 @@ def overview(ctx: Context) -> Section:
     amount = deals[C.AMOUNT]
     n = len(deals)
     n_won, n_lost, n_open = (int((outcome == o).sum()) for o in (C.WON, C.LOST, C.OPEN))
-    won_amount = float(amount[outcome == C.WON].sum())
-    open_amount = float(amount[outcome == C.OPEN].sum())
+    won_amount = float(amount[outcome == C.WON].sum(min_count=1))
+    open_amount = float(amount[outcome == C.OPEN].sum(min_count=1))
     created = deals[C.CREATED_AT].dropna()
     first, last = (created.min(), created.max()) if len(created) else (None, None)
     span = f"created {fmt_date(first)} – {fmt_date(last)}" if first is not None else ""
@@ -119,12 +119,21 @@ def overview(ctx: Context) -> Section:
         Kpi("Open pipeline", ctx.money(open_amount), f"{fmt_count(n_open)} deals still open"),
         Kpi("Lost", fmt_count(n_lost), "deals closed lost"),
     )
+    won_part = f" ({ctx.money(won_amount)})" if np.isfinite(won_amount) else ""
+    open_part = (
+        f" with {ctx.money(open_amount)} in the pipeline" if np.isfinite(open_amount) else ""
+    )
     lead = (
-        f"Of {fmt_count(n)} deals, {fmt_count(n_won)} have been won "
-        f"({ctx.money(won_amount)}), {fmt_count(n_lost)} lost, and {fmt_count(n_open)} are "
-        f"still open with {ctx.money(open_amount)} in the pipeline."
+        f"Of {fmt_count(n)} deals, {fmt_count(n_won)} have been won{won_part}, "
+        f"{fmt_count(n_lost)} lost, and {fmt_count(n_open)} are still open{open_part}."
     )
     paragraphs = []
+    no_amount = int(amount.isna().sum())
+    if no_amount:
+        paragraphs.append(
+            f"{fmt_count(no_amount)} of the {fmt_count(n)} deals have no amount recorded; "
+            "amounts are totals of the deals that have one."
+        )
     if ctx.mixed_currencies:
         paragraphs.append(
             "Amounts are in several currencies and are added as recorded, without conversion."
@@ -349,7 +358,7 @@ def open_pipeline(ctx: Context) -> Section:
     stages = list(data.pipeline.stages)
     stage = open_deals[C.STAGE].astype(str)
     count = stage.value_counts().reindex(stages, fill_value=0)
-    amount = open_deals[C.AMOUNT].groupby(stage).sum().reindex(stages, fill_value=0.0)
+    amount = open_deals[C.AMOUNT].groupby(stage).sum(min_count=1).reindex(stages, fill_value=np.nan)
     if not len(open_deals):
         return Section(
             key="open-pipeline",
@@ -377,8 +386,11 @@ def open_pipeline(ctx: Context) -> Section:
     top = table_frame.sort_values(
         ["amount", "deal_id"], ascending=[False, True], na_position="last", kind="stable"
     )
+    history = data.has_stage_history
     cols = ["Deal", "Stage", "Amount", "Days in stage", "Age (days)"]
     numeric = [False, False, True, True, True]
+    if not history:  # deal-level export: when the deal entered its stage is unknown
+        del cols[3], numeric[3]
     if ctx.by is not None:
         cols.insert(2, ctx.by)
         numeric.insert(2, False)
@@ -391,14 +403,20 @@ def open_pipeline(ctx: Context) -> Section:
             f"{rec['days_in_stage']:,.0f}" if np.isfinite(rec["days_in_stage"]) else "–",
             f"{rec['age_days']:,.0f}" if np.isfinite(rec["age_days"]) else "–",
         ]
+        if not history:
+            del row[3]
         if ctx.by is not None:
             row.insert(2, "" if pd.isna(rec[ctx.by]) else str(rec[ctx.by]))
         rows.append(row)
     biggest = int(count.to_numpy().argmax())
+    total = float(amount.sum(min_count=1))
+    worth = f" worth {ctx.money(total)}" if np.isfinite(total) else ""
+    big_amount = float(amount.iloc[biggest])
+    big_worth = f", {ctx.money(big_amount)}" if np.isfinite(big_amount) else ""
     lead = (
-        f"{fmt_count(len(open_deals))} deals worth {ctx.money(amount.sum())} were open on "
-        f"{fmt_date(ctx.as_of)}; the most crowded stage is {stages[biggest]} "
-        f"({fmt_count(count.iloc[biggest])} deals, {ctx.money(amount.iloc[biggest])})."
+        f"{fmt_count(len(open_deals))} deals{worth} were open on {fmt_date(ctx.as_of)}; "
+        f"the most crowded stage is {stages[biggest]} "
+        f"({fmt_count(count.iloc[biggest])} deals{big_worth})."
     )
     median_age = float(np.nanmedian(age)) if len(age) else float("nan")
     paragraphs = (f"Half of the open deals were created more than {fmt_days(median_age)} ago.",)
@@ -438,7 +456,7 @@ def _draw_open_by_stage(
         (axes[0], "deals", fmt_count),
         (axes[1], "amount", money),
     ):
-        v = per_stage[col].to_numpy(dtype=float)
+        v = np.nan_to_num(per_stage[col].to_numpy(dtype=float))
         ax.barh(y, v, color=colors, height=0.7)
         top = float(v.max()) if len(v) and v.max() > 0 else 1.0
         for yi, vi in zip(y, v):
