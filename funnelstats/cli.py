@@ -110,8 +110,24 @@ def _input_options(func: F) -> F:
         click.option(
             "--source",
             metavar="LAYOUT",
-            help="The export's layout (salesforce, generic, deals, ...); default: recognised "
-            "from the header.",
+            help="The export's layout: salesforce, hubspot, pipedrive, dynamics, zoho, generic "
+            "or deals; default: recognised from the header.",
+        ),
+        click.option(
+            "--with",
+            "companions",
+            metavar="NAME=FILE",
+            multiple=True,
+            help="A companion file for the reader, e.g. opportunities=Opportunity.csv "
+            "(Salesforce), pipelines=pipelines.json (HubSpot), flow=flow.csv (Pipedrive), "
+            "stages=..., deals=... Repeatable.",
+        ),
+        click.option(
+            "--exported-at",
+            "exported_at",
+            metavar="DATE",
+            help="When the export was taken (open deals are censored there); default: the "
+            "reader's rule, usually the latest timestamp.",
         ),
         click.option(
             "--tz",
@@ -130,20 +146,42 @@ def _sample_inputs() -> list[Path]:
     return [sample_path("history"), sample_path("opportunities"), sample_path("pipeline")]
 
 
+_COMPANIONS = ("opportunities", "stages", "pipelines", "flow", "deals")
+
+
+def _companions(values: tuple[str, ...]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for v in values:
+        name, sep, file = v.partition("=")
+        name = name.strip()
+        if not sep or name not in _COMPANIONS:
+            raise click.BadParameter(
+                f"{v!r}: expected NAME=FILE with NAME one of {', '.join(_COMPANIONS)}",
+                param_hint="--with",
+            )
+        path = Path(file)
+        if not path.is_file():
+            raise click.BadParameter(f"{file!r} is not a file", param_hint="--with")
+        out[name] = path
+    return out
+
+
 def _load(
     input_path: str | None,
     sample: bool,
     pipeline: str | None,
     source: str | None,
     tz: str | None,
+    companions: tuple[str, ...] = (),
+    exported_at: str | None = None,
 ) -> tuple[Any, list[Path]]:
     """The data and the files it came from (for checksums)."""
     from .datasets import load_sample
     from .ingest import read
 
     if sample:
-        if input_path:
-            raise click.UsageError("give either INPUT or --sample, not both")
+        if input_path or companions:
+            raise click.UsageError("give either INPUT (and --with files) or --sample, not both")
         log.info("reading the bundled sample")
         return load_sample(), _sample_inputs()
     if not input_path:
@@ -156,16 +194,26 @@ def _load(
         kwargs["pipeline"] = pipeline
     if tz:
         kwargs["tz"] = tz
+    if exported_at:
+        kwargs["exported_at"] = exported_at
+    extra = _companions(companions)
+    kwargs.update(extra)
     log.info("reading %s", path)
     try:
         data = read(path, layout=source, **kwargs)
     except FunnelDataError:
         raise
+    except TypeError as exc:
+        if extra and "unexpected keyword" in str(exc):
+            raise click.BadParameter(
+                f"{exc}; this layout does not take that companion file", param_hint="--with"
+            ) from None
+        raise
     except ValueError as exc:
         if source and "layout" in str(exc):
             raise click.BadParameter(str(exc), param_hint="--source") from None
         raise FunnelDataError(str(exc), file=str(path)) from None
-    inputs = [path] + ([Path(pipeline)] if pipeline else [])
+    inputs = [path, *extra.values()] + ([Path(pipeline)] if pipeline else [])
     return data, inputs
 
 
@@ -214,6 +262,8 @@ def validate(
     pipeline: str | None,
     source: str | None,
     tz: str | None,
+    companions: tuple[str, ...],
+    exported_at: str | None,
     quarantined_out: str | None,
 ) -> None:
     """Read INPUT and print what was kept, repaired and quarantined, and why.
@@ -225,7 +275,7 @@ def validate(
       2  rows were quarantined, or the input cannot be used
     """
     try:
-        data, _ = _load(input_path, sample, pipeline, source, tz)
+        data, _ = _load(input_path, sample, pipeline, source, tz, companions, exported_at)
     except FunnelDataError as exc:
         _fail(exc)
     r = data.report
@@ -249,6 +299,8 @@ def summary(
     pipeline: str | None,
     source: str | None,
     tz: str | None,
+    companions: tuple[str, ...],
+    exported_at: str | None,
     as_of: str | None,
     by: str | None,
 ) -> None:
@@ -256,7 +308,7 @@ def summary(
     from .report import summary_text
 
     try:
-        data, _ = _load(input_path, sample, pipeline, source, tz)
+        data, _ = _load(input_path, sample, pipeline, source, tz, companions, exported_at)
         text = summary_text(data, as_of=as_of, by=by)
     except (FunnelDataError, ValueError) as exc:
         _fail(exc)
@@ -311,6 +363,8 @@ def report(
     pipeline: str | None,
     source: str | None,
     tz: str | None,
+    companions: tuple[str, ...],
+    exported_at: str | None,
     out_dir: str,
     formats: str,
     as_of: str | None,
@@ -331,7 +385,7 @@ def report(
     stamp = pd.Timestamp(generated_at) if generated_at else _now_utc()
     progress = _Progress(enabled=state.verbosity >= 0)
     try:
-        data, inputs = _load(input_path, sample, pipeline, source, tz)
+        data, inputs = _load(input_path, sample, pipeline, source, tz, companions, exported_at)
         paths = build_report(
             data,
             out_dir=out_dir,

@@ -256,3 +256,22 @@ def test_progress_bar_draws_only_on_a_terminal(monkeypatch, capsys):
 def test_version(runner):
     res = runner.invoke(main, ["--version"])
     assert res.exit_code == 0 and fs.__version__ in res.output
+
+
+def test_companion_files_and_export_date(runner):
+    crm = DATA / "crm" / "salesforce"
+    res = runner.invoke(
+        main,
+        [
+            "summary",
+            str(crm / "OpportunityHistory.csv"),
+            "--with",
+            f"opportunities={crm / 'Opportunity.csv'}",
+            "--exported-at",
+            "2024-12-31",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "exported 2024-12-31" in res.output
+    bad = runner.invoke(main, ["summary", str(crm / "OpportunityHistory.csv"), "--with", "x=y"])
+    assert bad.exit_code == 2 and "NAME=FILE" in bad.output
