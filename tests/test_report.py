@@ -51,7 +51,10 @@ def test_headline_numbers_match_the_opportunity_export(rep, opportunities):
     assert kpis["Won"].detail.startswith(fmt_count(len(won)))
     assert kpis["Open pipeline"].value == fmt_money(opp.loc[is_open, "Amount"].sum())
     assert kpis["Open pipeline"].detail.startswith(fmt_count(int(is_open.sum())))
-    assert kpis["Lost"].value == fmt_count(int((opp["IsClosed"] & ~opp["IsWon"]).sum()))
+    n_lost = int((opp["IsClosed"] & ~opp["IsWon"]).sum())
+    assert f"{fmt_count(n_lost)} lost" in rep.section("overview").lead
+    fc = fs.forecast_bookings(fs.load_sample(), horizon="90D", n_sims=10_000, seed=0)
+    assert kpis["Expected bookings, next 90 days"].value == fmt_money(fc.expected)
 
 
 def test_monthly_chart_bars_are_the_deals_created_each_month(rep, opportunities):
@@ -106,10 +109,74 @@ def test_open_pipeline_on_the_hand_example(hand10):
     # D06 Proposal since 22 Jan (19 days, created 6 Jan: 35 days), D08 Qualified since 28 Jan,
     # D03 Negotiation since 18 Jan, D04 Lead since 4 Jan with no amount (last)
     assert frame["deal_id"].tolist() == ["D06", "D08", "D03", "D04"]
-    assert frame["stage"].tolist() == ["Proposal", "Qualified", "Negotiation", "Lead"]
-    np.testing.assert_allclose(frame["days_in_stage"], [19, 13, 23, 37])
+    assert frame["stage"].astype(str).tolist() == ["Proposal", "Qualified", "Negotiation", "Lead"]
+    np.testing.assert_allclose(frame["age_in_stage_days"], [19, 13, 23, 37])
     np.testing.assert_allclose(frame["age_days"], [35, 33, 38, 37])
     assert section.lead.startswith("4 deals worth 16k were open on 10 Feb 2024")
+    # the chart draws one bar per open stage with the number of open deals in it
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    section.chart.draw(fig)
+    counts = [p.get_height() for p in fig.axes[0].containers[0]]
+    assert counts == [1, 1, 1, 1]  # Lead D04, Qualified D08, Proposal D06, Negotiation D03
+    amounts = [p.get_height() for p in fig.axes[1].containers[0]]
+    assert amounts == [0, 4000, 9500, 2500]
+
+
+def test_pipeline_flow_balances(rep, sample):
+    section = rep.section("pipeline-flow")
+    f = section.tables[0].frame.set_index("component")
+    change = f.loc[f["role"] == "change", ["count", "amount"]].sum()
+    assert f.loc["open_start", "count"] + change["count"] == f.loc["open_end", "count"]
+    np.testing.assert_allclose(
+        f.loc["open_start", "amount"] + change["amount"], f.loc["open_end", "amount"]
+    )
+    # the pipeline at the end of the flow is the open pipeline of the report
+    open_deals = rep.section("open-pipeline").tables[0].frame
+    assert f.loc["open_end", "count"] == len(open_deals)
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    section.chart.draw(fig)
+    drawn = len(fig.axes[0].patches)
+    shown = (f["role"] == "level") | ((f["role"] == "change") & (f["amount"] != 0))
+    assert drawn == int(shown.sum())
+
+
+def test_report_as_of_never_peeks_past_its_date(sample):
+    """A report as of c is the same when every row after c is deleted from the input."""
+    cut = "2024-09-30"
+    full = fs.make_report(sample, as_of=cut)
+    trimmed = fs.make_report(sample.as_of(cut))
+
+    def content(r):
+        return [
+            (s.title, s.lead, s.kpis, s.paragraphs, [t.rows for t in s.tables]) for s in r.sections
+        ]
+
+    assert content(full) == content(trimmed)
+
+
+def test_backtest_cutoffs_leave_a_full_horizon(rep):
+    from funnelstats.report._sections import Context
+    from funnelstats.report._sections_forecast import backtest_cutoffs
+
+    ctx = Context(data=fs.load_sample(), as_of=rep.header.as_of, by=None, seed=0, horizon="90D")
+    cuts = backtest_cutoffs(ctx)
+    assert len(cuts) == 6
+    assert all(c + pd.Timedelta(days=90) <= rep.header.as_of for c in cuts)
+    table = rep.section("bookings-forecast").tables[0]
+    assert table.title == "Backtest at 6 past month ends"
+
+
+def test_deal_level_export_leaves_out_what_needs_history():
+    maven = fs.load_maven_crm()
+    rep = fs.make_report(maven)
+    assert rep.titles == ("At a glance", "Data quality")
+    assert set(rep.left_out) >= {"bookings forecast", "open pipeline", "pipeline flow"}
+    assert any("stage history" in n for n in rep.sections[0].notes)
+    assert "have no amount recorded" in " ".join(rep.sections[0].paragraphs)
 
 
 def test_as_of_cuts_the_data(sample, opportunities):

@@ -16,6 +16,7 @@ caller passes (the command line passes the current time); the library never read
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,10 +30,11 @@ import pandas as pd
 
 from .._safe_io import atomic_write_bytes, atomic_write_text, safe_join
 from ..data import to_timestamp
-from ..errors import FunnelDataError
+from ..errors import FunnelDataError, InsufficientHistoryError
+from ._builders import BUILDERS
 from ._model import Chart, Header, InputFile, Kpi, Section, Table
 from ._render import render_html, render_pdf
-from ._sections import BUILDERS, Context
+from ._sections import Context
 from ._summary import section_text, summary_text
 
 if TYPE_CHECKING:
@@ -87,20 +89,24 @@ class Report:
     sections : tuple of Section
         In order; each has a ``title`` (its heading), a ``lead`` sentence, headline
         numbers, a chart and tables. Sections whose analysis cannot run on the data
-        (for example time in stage on a deal-level export) say so in their lead.
+        (for example time in stage on a deal-level export) are left out.
+    left_out : tuple of str
+        The sections left out because the data lacks what they need (stage history);
+        the first section says so in its notes.
 
     Examples
     --------
     >>> import funnelstats as fs
     >>> rep = fs.make_report(fs.load_sample(), as_of="2024-12-31")
     >>> [s.title for s in rep.sections][:2]
-    ['Headline', 'Data quality']
+    ['At a glance', 'Bookings forecast']
     >>> rep.html().startswith("<!DOCTYPE html>")
     True
     """
 
     header: Header
     sections: tuple[Section, ...]
+    left_out: tuple[str, ...] = ()
 
     @property
     def titles(self) -> tuple[str, ...]:
@@ -283,17 +289,40 @@ def make_report(
         seed=int(seed),
         by=by,
     )
-    sections = []
-    for i, (label, build) in enumerate(BUILDERS):
+    sections, left_out = build_sections(ctx, progress=progress)
+    return Report(header=header, sections=sections, left_out=left_out)
+
+
+def build_sections(
+    ctx: Context, *, progress: Progress | None = None, only: Sequence[str] | None = None
+) -> tuple[tuple[Section, ...], tuple[str, ...]]:
+    """Run the section builders; return the sections and the labels of those left out.
+
+    A builder whose analysis needs stage history the data does not have (a deal-level
+    export) is left out, and the first section says which and why.
+    """
+    builders = [(k, b) for k, b in BUILDERS if only is None or k in only]
+    sections: list[Section] = []
+    left_out: list[str] = []
+    for i, (label, build) in enumerate(builders):
         if progress is not None:
-            progress(i, len(BUILDERS), label)
+            progress(i, len(builders), label)
         log.info("report: %s", label)
-        section = build(ctx)
-        if section is not None:
-            sections.append(section)
+        try:
+            sections.append(build(ctx))
+        except InsufficientHistoryError as exc:
+            log.info("report: %s left out: %s", label, exc.reason)
+            left_out.append(label)
     if progress is not None:
-        progress(len(BUILDERS), len(BUILDERS), "analyses done")
-    return Report(header=header, sections=tuple(sections))
+        progress(len(builders), len(builders), "analyses done")
+    if left_out and sections:
+        note = (
+            f"Not shown: {', '.join(left_out)}. They need the stage history (one row per stage "
+            "change), which this export does not have: it gives each deal's current stage "
+            "and outcome only."
+        )
+        sections[0] = dataclasses.replace(sections[0], notes=(*sections[0].notes, note))
+    return tuple(sections), tuple(left_out)
 
 
 def _context(

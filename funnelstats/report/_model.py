@@ -20,11 +20,16 @@ __all__ = ["Chart", "Header", "InputFile", "Kpi", "Section", "Table"]
 
 @dataclass(frozen=True)
 class Kpi:
-    """A headline number: ``value`` in large type, ``label`` above it, ``detail`` below."""
+    """A headline number: ``value`` in large type, ``label`` above it, ``detail`` below.
+
+    ``tone`` picks the accent colour: ``"open"`` (blue), ``"won"`` (green), ``"lost"``
+    (red) or ``"accent"`` (amber).
+    """
 
     label: str
     value: str
     detail: str = ""
+    tone: str = "open"
 
 
 @dataclass(frozen=True)

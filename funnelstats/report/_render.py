@@ -107,7 +107,7 @@ def render_html(header: Header, sections: Sequence[Section]) -> str:
 _PAGE_W, _PAGE_H = 11.69, 8.27  # A4 landscape, inches
 _MARGIN = 0.45
 _CONTENT_W = _PAGE_W - 2 * _MARGIN
-_CHAR_W = 0.53  # average character width in em (DejaVu Sans)
+_CHAR_W = 0.56  # average character width in em (DejaVu Sans), a little generous
 _MONO_W = 0.60
 
 
@@ -200,11 +200,10 @@ def _kpis(page: _Page, section: Section) -> None:
     gap = 0.18
     w = (_CONTENT_W - gap * (n - 1)) / n
     top = page.y
-    accents = [COLORS["open"], COLORS["won"], COLORS["accent"], COLORS["lost"]]
     height = 0.0
     for i, k in enumerate(section.kpis):
         x = _MARGIN + i * (w + gap)
-        page.rule(x, x + w, top, accents[i % len(accents)], lw=2.5)
+        page.rule(x, x + w, top, COLORS.get(k.tone, COLORS["open"]), lw=2.5)
         page.text(x, top + 0.08, k.label.upper(), 7, color=COLORS["muted"])
         page.text(x, top + 0.24, k.value, 17, weight="bold")
         h = 0.62

@@ -11,7 +11,8 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from ..data import FunnelData
 
-__all__ = ["BUILDERS", "Context"]
+__all__ = ["Context", "data_quality", "open_pipeline", "overview"]
 
 #: Attribute names that hold a deal's display name, tried in this order.
 _NAME_COLUMNS = ("Name", "name", "deal_name", "dealname", "Deal Name", "opportunity_name", "title")
@@ -71,13 +72,46 @@ class Context:
     def money(self, x: object) -> str:
         return fmt_money(x, self.currency)
 
-    def display_names(self, deals: pd.DataFrame) -> pd.Series:
-        """The deal's name where the export has one, else its id."""
+    @property
+    def horizon_days(self) -> float:
+        return pd.Timedelta(pd.tseries.frequencies.to_offset(self.horizon)).total_seconds() / 86400
+
+    # analyses several sections read, computed once (they raise InsufficientHistoryError on
+    # deal-level data)
+    @cached_property
+    def bookings(self) -> Any:
+        from ..forecast import forecast_bookings
+
+        return forecast_bookings(
+            self.data, as_of=self.as_of, horizon=self.horizon, n_sims=10_000, seed=self.seed
+        )
+
+    @cached_property
+    def weighted(self) -> Any:
+        from ..forecast import weighted_pipeline
+
+        return weighted_pipeline(self.data, self.as_of, horizon=self.horizon)
+
+    @cached_property
+    def snapshot(self) -> Any:
+        from ..snapshot import snapshot
+
+        return snapshot(self.data, self.as_of)
+
+    def display_names(self, frame: pd.DataFrame) -> pd.Series:
+        """The name of each deal in ``frame`` (by ``deal_id``) where the export has one,
+        else its id."""
+        ids = frame[C.DEAL_ID].astype(object)
+        deals = self.data.deals
         for col in _NAME_COLUMNS:
             if col in deals.columns:
-                names = deals[col].astype(object)
-                return names.where(names.notna() & (names.astype(str) != ""), deals[C.DEAL_ID])
-        return deals[C.DEAL_ID].astype(object)
+                lookup = pd.Series(
+                    deals[col].astype(object).to_numpy(), index=deals[C.DEAL_ID].astype(object)
+                )
+                names = ids.map(lookup)
+                ok = names.notna() & (names.astype(str) != "")
+                return names.where(ok, ids).reset_index(drop=True)
+        return ids.reset_index(drop=True)
 
 
 _ABS_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s\\/,;:'\"()]+[\\/])+([^\s\\/,;:'\"()]+)")
@@ -113,12 +147,16 @@ def overview(ctx: Context) -> Section:
     created = deals[C.CREATED_AT].dropna()
     first, last = (created.min(), created.max()) if len(created) else (None, None)
     span = f"created {fmt_date(first)} – {fmt_date(last)}" if first is not None else ""
-    kpis = (
-        Kpi("Deals", fmt_count(n), span),
-        Kpi("Won", ctx.money(won_amount), f"{fmt_count(n_won)} deals closed won"),
-        Kpi("Open pipeline", ctx.money(open_amount), f"{fmt_count(n_open)} deals still open"),
-        Kpi("Lost", fmt_count(n_lost), "deals closed lost"),
-    )
+    kpis = [
+        Kpi("Deals", fmt_count(n), span, tone="open"),
+        Kpi("Won", ctx.money(won_amount), f"{fmt_count(n_won)} deals closed won", tone="won"),
+        Kpi(
+            "Open pipeline",
+            ctx.money(open_amount),
+            f"{fmt_count(n_open)} deals still open",
+            tone="accent",
+        ),
+    ]
     won_part = f" ({ctx.money(won_amount)})" if np.isfinite(won_amount) else ""
     open_part = (
         f" with {ctx.money(open_amount)} in the pipeline" if np.isfinite(open_amount) else ""
@@ -127,6 +165,23 @@ def overview(ctx: Context) -> Section:
         f"Of {fmt_count(n)} deals, {fmt_count(n_won)} have been won{won_part}, "
         f"{fmt_count(n_lost)} lost, and {fmt_count(n_open)} are still open{open_part}."
     )
+    if ctx.data.has_stage_history:
+        t = ctx.bookings.frame.set_index("component").loc["total"]
+        h = f"{ctx.horizon_days:g} days"
+        kpis.append(
+            Kpi(
+                f"Expected bookings, next {h}",
+                ctx.money(t["expected"]),
+                f"80% range {ctx.money(t['p10'])} – {ctx.money(t['p90'])}",
+                tone="won",
+            )
+        )
+        lead += (
+            f" We expect {ctx.money(t['expected'])} of bookings in the next {h} "
+            f"(80% range {ctx.money(t['p10'])} – {ctx.money(t['p90'])})."
+        )
+    else:
+        kpis.append(Kpi("Lost", fmt_count(n_lost), "deals closed lost", tone="lost"))
     paragraphs = []
     no_amount = int(amount.isna().sum())
     if no_amount:
@@ -156,11 +211,17 @@ def overview(ctx: Context) -> Section:
     tables = ()
     if ctx.by is not None:
         tables = (_by_group_table(ctx),)
+    r = ctx.data.report
+    paragraphs.append(
+        f"Data quality: all {fmt_count(r.rows_read)} rows of the export are accounted for "
+        f"({fmt_count(r.rows_repaired)} repaired, {fmt_count(r.rows_quarantined)} set aside); "
+        "see the last section."
+    )
     return Section(
         key="overview",
-        title="Headline",
+        title="At a glance",
         lead=lead,
-        kpis=kpis,
+        kpis=tuple(kpis),
         paragraphs=tuple(paragraphs),
         chart=chart,
         caption=(
@@ -350,87 +411,73 @@ def textwrap_short(text: str, width: int) -> str:
 
 
 def open_pipeline(ctx: Context) -> Section:
-    """Where the open deals stand: count and amount per stage, and the largest deals."""
-    data = ctx.data
-    deals = data.deals
-    is_open = deals[C.OUTCOME].astype(str) == C.OPEN
-    open_deals = deals.loc[is_open]
-    stages = list(data.pipeline.stages)
-    stage = open_deals[C.STAGE].astype(str)
-    count = stage.value_counts().reindex(stages, fill_value=0)
-    amount = open_deals[C.AMOUNT].groupby(stage).sum(min_count=1).reindex(stages, fill_value=np.nan)
-    if not len(open_deals):
+    """Where the open deals stand (:func:`funnelstats.snapshot`): per stage, and the largest."""
+    snap = ctx.snapshot
+    f = snap.frame
+    per_stage = snap.by_stage().reset_index(drop=True)
+    if not len(f):
         return Section(
             key="open-pipeline",
             title="Open pipeline",
             lead=f"No deal was open on {fmt_date(ctx.as_of)}.",
         )
-    # time in the current stage: from the last stage entry of each open deal
-    ev = data.events
-    last = ev.drop_duplicates(C.DEAL_ID, keep="last").set_index(C.DEAL_ID)[C.ENTERED_AT]
-    entered = last.reindex(open_deals[C.DEAL_ID].to_numpy())
-    days_in_stage = (ctx.as_of - entered).dt.total_seconds().to_numpy() / 86_400.0
-    age = (ctx.as_of - open_deals[C.CREATED_AT]).dt.total_seconds().to_numpy() / 86_400.0
-    table_frame = pd.DataFrame(
-        {
-            "deal": ctx.display_names(open_deals).to_numpy(),
-            "deal_id": open_deals[C.DEAL_ID].to_numpy(),
-            "stage": stage.to_numpy(),
-            "amount": open_deals[C.AMOUNT].to_numpy(),
-            "days_in_stage": days_in_stage,
-            "age_days": age,
-        }
+    stages = per_stage[C.STAGE].astype(str).tolist()
+    counts = per_stage["n_deals"].to_numpy()
+    amounts = per_stage[C.AMOUNT].to_numpy(dtype=float)
+    biggest = int(counts.argmax())
+    total = float(f[C.AMOUNT].sum(min_count=1))
+    worth = f" worth {ctx.money(total)}" if np.isfinite(total) else ""
+    lead = (
+        f"{fmt_count(len(f))} deals{worth} were open on {fmt_date(ctx.as_of)}; the most "
+        f"crowded stage is {stages[biggest]} ({fmt_count(counts[biggest])} deals, "
+        f"{ctx.money(amounts[biggest])})."
     )
-    if ctx.by is not None:
-        table_frame[ctx.by] = open_deals[ctx.by].astype(object).to_numpy()
-    top = table_frame.sort_values(
-        ["amount", "deal_id"], ascending=[False, True], na_position="last", kind="stable"
+    paragraphs = [
+        f"Half of the open deals were created more than "
+        f"{fmt_days(float(f['age_days'].median()))} ago and have sat in their current stage "
+        f"for more than {fmt_days(float(f['age_in_stage_days'].median()))}."
+    ]
+    overdue = f["days_to_close"] < 0
+    if overdue.any():
+        paragraphs.append(
+            f"{fmt_count(int(overdue.sum()))} open deals "
+            f"({ctx.money(float(f.loc[overdue, C.AMOUNT].sum()))}) are past their expected "
+            "close date."
+        )
+    names = ctx.display_names(f)
+    top = f.assign(_name=names.to_numpy()).sort_values(
+        [C.AMOUNT, C.DEAL_ID], ascending=[False, True], na_position="last", kind="stable"
     )
-    history = data.has_stage_history
-    cols = ["Deal", "Stage", "Amount", "Days in stage", "Age (days)"]
-    numeric = [False, False, True, True, True]
-    if not history:  # deal-level export: when the deal entered its stage is unknown
-        del cols[3], numeric[3]
+    cols = ["Deal", "Stage", "Amount", "Days in stage", "Age (days)", "Expected close"]
+    numeric = [False, False, True, True, True, False]
     if ctx.by is not None:
         cols.insert(2, ctx.by)
         numeric.insert(2, False)
     rows = []
     for rec in top.head(10).to_dict("records"):
+        close = rec["close_date"]
+        close_text = "–" if pd.isna(close) else fmt_date(close)
+        if not pd.isna(close) and rec["days_to_close"] < 0:
+            close_text += " (overdue)"
         row = [
-            str(rec["deal"]),
-            str(rec["stage"]),
-            ctx.money(rec["amount"]),
-            f"{rec['days_in_stage']:,.0f}" if np.isfinite(rec["days_in_stage"]) else "–",
-            f"{rec['age_days']:,.0f}" if np.isfinite(rec["age_days"]) else "–",
+            str(rec["_name"]),
+            str(rec[C.STAGE]),
+            ctx.money(rec[C.AMOUNT]),
+            f"{rec['age_in_stage_days']:,.0f}",
+            f"{rec['age_days']:,.0f}",
+            close_text,
         ]
-        if not history:
-            del row[3]
         if ctx.by is not None:
             row.insert(2, "" if pd.isna(rec[ctx.by]) else str(rec[ctx.by]))
         rows.append(row)
-    biggest = int(count.to_numpy().argmax())
-    total = float(amount.sum(min_count=1))
-    worth = f" worth {ctx.money(total)}" if np.isfinite(total) else ""
-    big_amount = float(amount.iloc[biggest])
-    big_worth = f", {ctx.money(big_amount)}" if np.isfinite(big_amount) else ""
-    lead = (
-        f"{fmt_count(len(open_deals))} deals{worth} were open on {fmt_date(ctx.as_of)}; "
-        f"the most crowded stage is {stages[biggest]} "
-        f"({fmt_count(count.iloc[biggest])} deals{big_worth})."
-    )
-    median_age = float(np.nanmedian(age)) if len(age) else float("nan")
-    paragraphs = (f"Half of the open deals were created more than {fmt_days(median_age)} ago.",)
-    per_stage = pd.DataFrame(
-        {"stage": stages, "deals": count.to_numpy(), "amount": amount.to_numpy()}
-    )
     return Section(
         key="open-pipeline",
         title="Open pipeline",
         lead=lead,
-        paragraphs=paragraphs,
+        paragraphs=tuple(paragraphs),
         chart=Chart(
-            draw=lambda fig: _draw_open_by_stage(fig, per_stage, ctx.money),
-            size=(9.5, 2.8),
+            draw=lambda fig: _draw_open_by_stage(fig, snap, ctx.money),
+            size=(9.5, 2.9),
             alt="Open deals and their amount in each stage",
         ),
         caption="Open deals in each stage (left) and the amount they carry (right).",
@@ -440,51 +487,30 @@ def open_pipeline(ctx: Context) -> Section:
                 rows,
                 numeric=numeric,
                 title="Largest open deals",
-                frame=top.reset_index(drop=True),
+                frame=top.drop(columns="_name").reset_index(drop=True),
             ),
         ),
+        notes=tuple(snap.notes),
     )
 
 
-def _draw_open_by_stage(
-    fig: FigureBase, per_stage: pd.DataFrame, money: Callable[[object], str]
-) -> None:
-    axes = fig.subplots(1, 2, sharey=True)
-    y = np.arange(len(per_stage))[::-1]
-    colors = stage_colors(len(per_stage))
-    for ax, col, fmt in (
-        (axes[0], "deals", fmt_count),
-        (axes[1], "amount", money),
+def _draw_open_by_stage(fig: FigureBase, snap: Any, money: Callable[[object], str]) -> None:
+    axes = fig.subplots(1, 2)
+    n = len(snap.by_stage())
+    colors = stage_colors(n)
+    for ax, value, fmt, title in (
+        (axes[0], "count", fmt_count, "open deals"),
+        (axes[1], "amount", money, "open amount"),
     ):
-        v = np.nan_to_num(per_stage[col].to_numpy(dtype=float))
-        ax.barh(y, v, color=colors, height=0.7)
-        top = float(v.max()) if len(v) and v.max() > 0 else 1.0
-        for yi, vi in zip(y, v):
-            ax.text(
-                vi + top * 0.01,
-                yi,
-                fmt(vi),
-                va="center",
-                ha="left",
-                fontsize=9,
-                color=COLORS["ink"],
-            )
-        ax.set_xlim(0, top * 1.22)
-        ax.set_xticks([])
-        ax.set_title(
-            "deals" if col == "deals" else "amount", loc="left", fontsize=10, color=COLORS["muted"]
-        )
+        snap.plot(ax=ax, value=value, color=colors, width=0.7)
+        bars = ax.containers[0]
+        ax.bar_label(bars, labels=[fmt(b.get_height()) for b in bars], padding=2, fontsize=9)
+        ax.set_title("")
+        ax.set_title(title, loc="left", fontsize=10, color=COLORS["muted"])
+        ax.set_ylabel("")
+        ax.set_yticks([])
+        ax.margins(y=0.15)
         _tidy(ax)
         ax.yaxis.grid(False)
-        ax.spines["bottom"].set_visible(False)
-    axes[0].set_yticks(y, per_stage["stage"].tolist())
-    axes[0].tick_params(axis="y", length=0)
-    axes[1].tick_params(axis="y", length=0)
-
-
-#: Section builders in report order: (name, builder).
-BUILDERS: tuple[tuple[str, Callable[[Context], Section]], ...] = (
-    ("headline", overview),
-    ("data quality", data_quality),
-    ("open pipeline", open_pipeline),
-)
+        ax.spines["left"].set_visible(False)
+        ax.tick_params(axis="x", length=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._model import Section, Table
-from ._sections import BUILDERS, Context
+from ._sections import Context
 
 if TYPE_CHECKING:
     from ..data import FunnelData
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["summary_text"]
 
 #: Sections shown by the terminal summary (the data-quality one has its own command).
-_TEXT_SECTIONS = ("headline", "open pipeline")
+_TEXT_SECTIONS = ("headline", "bookings forecast", "open pipeline")
 
 
 def _table_text(table: Table) -> str:
@@ -64,13 +64,10 @@ def summary_text(
     >>> print(summary_text(fs.load_sample()).splitlines()[0])
     <FunnelData: 3,000 deals (522 won, 2,145 lost, 333 open), ...>
     """
-    from . import _context
+    from . import _context, build_sections
 
     ctx: Context = _context(data, as_of=as_of, by=by, seed=seed)
     parts = [repr(ctx.data), repr(data.report)]
-    for label, build in BUILDERS:
-        if label in _TEXT_SECTIONS:
-            section = build(ctx)
-            if section is not None:
-                parts.append(section_text(section))
+    sections, _ = build_sections(ctx, only=_TEXT_SECTIONS)
+    parts += [section_text(s) for s in sections]
     return "\n\n".join(parts) + "\n"
