@@ -115,7 +115,7 @@ def test_summary_prints_the_headline_tables(runner, tmp_path):
     res = runner.invoke(main, ["summary", str(_write(tmp_path, "c.csv", CLEAN)), "--by", "segment"])
     assert res.exit_code == 0, res.output
     assert "<FunnelData: 3 deals (1 won, 1 lost, 1 open)" in res.output
-    assert "Headline" in res.output and "BY SEGMENT" in res.output
+    assert "At a glance" in res.output and "BY SEGMENT" in res.output
 
 
 def test_summary_of_the_sample_as_of(runner):

@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from ..data import to_timestamp
 from ..errors import FunnelDataError, InsufficientHistoryError
 from ._builders import BUILDERS
 from ._model import Chart, Header, InputFile, Kpi, Section, Table
-from ._render import render_html, render_pdf
+from ._render import chart_png, render_html, render_pdf
 from ._sections import Context
 from ._summary import section_text, summary_text
 
@@ -120,13 +121,18 @@ class Report:
                 return s
         raise KeyError(f"no section {key!r}; the report has {[s.key for s in self.sections]}")
 
+    @cached_property
+    def _charts(self) -> tuple[bytes | None, ...]:
+        """Each section's chart as PNG bytes, drawn once for both formats."""
+        return tuple(chart_png(s) for s in self.sections)
+
     def html(self) -> str:
         """The report as one self-contained HTML document."""
-        return render_html(self.header, self.sections)
+        return render_html(self.header, self.sections, self._charts)
 
     def pdf(self) -> bytes:
         """The report as PDF bytes (one page per section)."""
-        return render_pdf(self.header, self.sections)
+        return render_pdf(self.header, self.sections, self._charts)
 
     def filename(self, fmt: str) -> str:
         """``funnelstats-report-<as-of date>.<fmt>``."""
@@ -304,6 +310,7 @@ def build_sections(
     builders = [(k, b) for k, b in BUILDERS if only is None or k in only]
     sections: list[Section] = []
     left_out: list[str] = []
+    reasons: list[str] = []
     for i, (label, build) in enumerate(builders):
         if progress is not None:
             progress(i, len(builders), label)
@@ -313,15 +320,19 @@ def build_sections(
         except InsufficientHistoryError as exc:
             log.info("report: %s left out: %s", label, exc.reason)
             left_out.append(label)
+            reasons.append(exc.reason)
     if progress is not None:
         progress(len(builders), len(builders), "analyses done")
     if left_out and sections:
-        note = (
-            f"Not shown: {', '.join(left_out)}. They need the stage history (one row per stage "
-            "change), which this export does not have: it gives each deal's current stage "
-            "and outcome only."
-        )
-        sections[0] = dataclasses.replace(sections[0], notes=(*sections[0].notes, note))
+        if not ctx.data.has_stage_history:
+            notes = (
+                f"Not shown: {', '.join(left_out)}. They need the stage history (one row per "
+                "stage change), which this export does not have: it gives each deal's current "
+                "stage and outcome only.",
+            )
+        else:
+            notes = tuple(f"Not shown: {lab} ({why})." for lab, why in zip(left_out, reasons))
+        sections[0] = dataclasses.replace(sections[0], notes=(*sections[0].notes, *notes))
     return tuple(sections), tuple(left_out)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from ._model import Section
 from ._sections import Context, data_quality, open_pipeline, overview
 from ._sections_forecast import bookings_forecast, pipeline_flow, velocity_trend, win_rate_trend
+from ._sections_survival import competing_outcomes, time_in_stage_section
 
 __all__ = ["BUILDERS"]
 
@@ -19,6 +20,8 @@ BUILDERS: tuple[tuple[str, Callable[[Context], Section]], ...] = (
     ("open pipeline", open_pipeline),
     ("pipeline flow", pipeline_flow),
     ("win-rate trend", win_rate_trend),
+    ("time in stage", time_in_stage_section),
+    ("stage outcomes", competing_outcomes),
     ("velocity", velocity_trend),
     ("data quality", data_quality),
 )

@@ -52,8 +52,7 @@ def chart_png(section: Section) -> bytes | None:
     return buf.getvalue()
 
 
-def _image(section: Section) -> _Image | None:
-    png = chart_png(section)
+def _image(section: Section, png: bytes | None) -> _Image | None:
     if png is None:
         return None
     assert section.chart is not None
@@ -66,6 +65,12 @@ def _timestamp_text(ts: pd.Timestamp | None) -> str:
     if ts is None:
         return "not recorded"
     return f"{ts:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _pngs(
+    sections: Sequence[Section], pngs: Sequence[bytes | None] | None
+) -> Sequence[bytes | None]:
+    return [chart_png(s) for s in sections] if pngs is None else pngs
 
 
 def _environment():  # type: ignore[no-untyped-def]
@@ -81,7 +86,9 @@ def _environment():  # type: ignore[no-untyped-def]
     )
 
 
-def render_html(header: Header, sections: Sequence[Section]) -> str:
+def render_html(
+    header: Header, sections: Sequence[Section], pngs: Sequence[bytes | None] | None = None
+) -> str:
     """The report as one HTML document: CSS inline, charts as PNG data URIs, no scripts.
 
     Every text of the model is escaped by the template engine (autoescaping on); the page
@@ -91,7 +98,7 @@ def render_html(header: Header, sections: Sequence[Section]) -> str:
     return template.render(
         header=header,
         sections=list(sections),
-        images=[_image(s) for s in sections],
+        images=[_image(s, p) for s, p in zip(sections, _pngs(sections, pngs))],
         as_of_text=fmt_date(header.as_of),
         exported_text=_timestamp_text(header.exported_at),
         generated_text=_timestamp_text(header.generated_at),
@@ -196,15 +203,23 @@ def _header_lines(header: Header) -> list[str]:
 
 
 def _kpis(page: _Page, section: Section) -> None:
-    n = len(section.kpis)
+    """Headline numbers in rows of at most four (six make two rows of three)."""
+    kpis = list(section.kpis)
+    per_row = 3 if len(kpis) in (5, 6) else min(4, len(kpis))
+    for start in range(0, len(kpis), per_row):
+        _kpi_row(page, kpis[start : start + per_row], per_row)
+
+
+def _kpi_row(page: _Page, kpis: list, per_row: int) -> None:
     gap = 0.18
-    w = (_CONTENT_W - gap * (n - 1)) / n
+    w = (_CONTENT_W - gap * (per_row - 1)) / per_row
     top = page.y
     height = 0.0
-    for i, k in enumerate(section.kpis):
+    for i, k in enumerate(kpis):
         x = _MARGIN + i * (w + gap)
         page.rule(x, x + w, top, COLORS.get(k.tone, COLORS["open"]), lw=2.5)
-        page.text(x, top + 0.08, k.label.upper(), 7, color=COLORS["muted"])
+        label = textwrap.shorten(k.label.upper(), _chars(w, 7), placeholder="…")
+        page.text(x, top + 0.08, label, 7, color=COLORS["muted"])
         page.text(x, top + 0.24, k.value, 17, weight="bold")
         h = 0.62
         if k.detail:
@@ -277,7 +292,12 @@ def _draw_table(page: _Page, table: Table, x: float, y: float, width: float, siz
 
 
 def _section_page(
-    section: Section, header: Header | None, page_no: int, pages: int, title: str
+    section: Section,
+    header: Header | None,
+    page_no: int,
+    pages: int,
+    title: str,
+    png: bytes | None,
 ) -> Figure:
     page = _Page()
     page.text(_MARGIN, 0.22, title, 7, color=COLORS["muted"])
@@ -315,7 +335,6 @@ def _section_page(
         if section.caption
         else 0
     )
-    png = chart_png(section)
     if png is not None and section.chart is not None:
         import matplotlib.image as mpimg
 
@@ -327,7 +346,7 @@ def _section_page(
         ax = page.fig.add_axes(
             (_MARGIN / _PAGE_W, 1.0 - (page.y + h) / _PAGE_H, w / _PAGE_W, h / _PAGE_H)
         )
-        ax.imshow(img, interpolation="lanczos")
+        ax.imshow(img, interpolation="none")  # embedded as is; the viewer scales it
         ax.set_axis_off()
         page.y += h + 0.06
         if section.caption:
@@ -348,7 +367,9 @@ def _section_page(
     return page.fig
 
 
-def render_pdf(header: Header, sections: Sequence[Section]) -> bytes:
+def render_pdf(
+    header: Header, sections: Sequence[Section], pngs: Sequence[bytes | None] | None = None
+) -> bytes:
     """The report as a PDF: one landscape A4 page per section, the header on page 1.
 
     Drawn with matplotlib's PDF backend (pure Python, no system libraries); the charts are
@@ -366,9 +387,10 @@ def render_pdf(header: Header, sections: Sequence[Section]) -> bytes:
         "CreationDate": created,
     }
     running = f"{header.title} · as of {fmt_date(header.as_of)}"
+    images = _pngs(sections, pngs)
     with PdfPages(buf, metadata=metadata) as pdf:
         n = len(sections)
         for i, section in enumerate(sections):
-            fig = _section_page(section, header if i == 0 else None, i + 1, n, running)
+            fig = _section_page(section, header if i == 0 else None, i + 1, n, running, images[i])
             pdf.savefig(fig)
     return buf.getvalue()

@@ -20,7 +20,7 @@ import pandas as pd
 from .. import _columns as C
 from ..ingest.report import RULES
 from ._model import Chart, Kpi, Section, Table
-from ._style import COLORS, fmt_count, fmt_date, fmt_days, fmt_money, stage_colors
+from ._style import COLORS, fmt_count, fmt_date, fmt_days, fmt_money, fmt_pct, stage_colors
 
 if TYPE_CHECKING:
     from matplotlib.figure import FigureBase
@@ -93,6 +93,12 @@ class Context:
         return weighted_pipeline(self.data, self.as_of, horizon=self.horizon)
 
     @cached_property
+    def cycle(self) -> Any:
+        from ..survival import cycle_time
+
+        return cycle_time(self.data)
+
+    @cached_property
     def snapshot(self) -> Any:
         from ..snapshot import snapshot
 
@@ -147,9 +153,15 @@ def overview(ctx: Context) -> Section:
     created = deals[C.CREATED_AT].dropna()
     first, last = (created.min(), created.max()) if len(created) else (None, None)
     span = f"created {fmt_date(first)} – {fmt_date(last)}" if first is not None else ""
+    won = ctx.cycle.frame.set_index("outcome").loc["won"]
     kpis = [
-        Kpi("Deals", fmt_count(n), span, tone="open"),
         Kpi("Won", ctx.money(won_amount), f"{fmt_count(n_won)} deals closed won", tone="won"),
+        Kpi(
+            "Win rate",
+            fmt_pct(won["probability"]),
+            "of deals created end up won (open deals counted as undecided)",
+            tone="won",
+        ),
         Kpi(
             "Open pipeline",
             ctx.money(open_amount),
@@ -165,7 +177,7 @@ def overview(ctx: Context) -> Section:
         f"Of {fmt_count(n)} deals, {fmt_count(n_won)} have been won{won_part}, "
         f"{fmt_count(n_lost)} lost, and {fmt_count(n_open)} are still open{open_part}."
     )
-    if ctx.data.has_stage_history:
+    if ctx.data.has_stage_history and n_open:
         t = ctx.bookings.frame.set_index("component").loc["total"]
         h = f"{ctx.horizon_days:g} days"
         kpis.append(
@@ -180,8 +192,15 @@ def overview(ctx: Context) -> Section:
             f" We expect {ctx.money(t['expected'])} of bookings in the next {h} "
             f"(80% range {ctx.money(t['p10'])} – {ctx.money(t['p90'])})."
         )
-    else:
-        kpis.append(Kpi("Lost", fmt_count(n_lost), "deals closed lost", tone="lost"))
+    kpis.append(
+        Kpi(
+            "Days to win",
+            f"{won['median']:,.0f}" if np.isfinite(won["median"]) else "–",
+            "median, from creation, for won deals",
+            tone="open",
+        )
+    )
+    kpis.append(Kpi("Deals", fmt_count(n), span, tone="open"))
     paragraphs = []
     no_amount = int(amount.isna().sum())
     if no_amount:

@@ -411,7 +411,7 @@ def win_rate_trend(ctx: Context) -> Section:
 
 
 def _draw_series(fig: FigureBase, fc: Any, *, pct: bool) -> None:
-    from matplotlib.ticker import FuncFormatter, PercentFormatter
+    from matplotlib.ticker import FuncFormatter, MultipleLocator, PercentFormatter
 
     from ..forecast import plot_series_forecast
 
@@ -423,6 +423,7 @@ def _draw_series(fig: FigureBase, fc: Any, *, pct: bool) -> None:
         coll.set_alpha(0.18)
     ax.lines[0].set_color(COLORS["ink"])
     if pct:
+        ax.yaxis.set_major_locator(MultipleLocator(0.05 if _span(fc) > 0.12 else 0.02))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     else:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: _money_axis()(v, _p)))
@@ -521,6 +522,12 @@ def _draw_velocity(fig: FigureBase, v: Any) -> None:
     ax.legend(frameon=False, fontsize=8)
     _month_axis(ax)
     _tidy(ax)
+
+
+def _span(fc: Any) -> float:
+    f = fc.frame[["observed", "ci_lower", "ci_upper"]].to_numpy(dtype=float)
+    f = f[np.isfinite(f)]
+    return float(f.max() - f.min()) if len(f) else 0.0
 
 
 def _month_axis(ax: Any) -> None:

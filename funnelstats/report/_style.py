@@ -37,11 +37,11 @@ def stage_colors(n: int) -> list[str]:
     Examples
     --------
     >>> stage_colors(2)
-    ['#8fc1e3', '#0072b2']
+    ['#8fc1e3', '#08306b']
     """
     if n <= 0:
         return []
-    lo, hi = (0x8F, 0xC1, 0xE3), (0x00, 0x72, 0xB2)
+    lo, hi = (0x8F, 0xC1, 0xE3), (0x08, 0x30, 0x6B)
     out = []
     for i in range(n):
         t = 1.0 if n == 1 else i / (n - 1)

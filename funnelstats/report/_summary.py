@@ -13,7 +13,13 @@ if TYPE_CHECKING:
 __all__ = ["summary_text"]
 
 #: Sections shown by the terminal summary (the data-quality one has its own command).
-_TEXT_SECTIONS = ("headline", "bookings forecast", "open pipeline")
+_TEXT_SECTIONS = (
+    "headline",
+    "bookings forecast",
+    "open pipeline",
+    "time in stage",
+    "stage outcomes",
+)
 
 
 def _table_text(table: Table) -> str:
@@ -41,9 +47,11 @@ def section_text(section: Section) -> str:
     if section.lead:
         parts.append(section.lead)
     if section.kpis:
+        wl = max(len(k.label) for k in section.kpis)
+        wv = max(len(k.value) for k in section.kpis)
         parts.append(
             "\n".join(
-                f"  {k.label:<16} {k.value:>10}" + (f"   {k.detail}" if k.detail else "")
+                f"  {k.label:<{wl}}  {k.value:>{wv}}" + (f"   {k.detail}" if k.detail else "")
                 for k in section.kpis
             )
         )
