@@ -169,7 +169,16 @@ class Report:
         return paths
 
     def _repr_html_(self) -> str:
-        return self.html()
+        """A short summary for notebooks: each section's title and lead (all escaped)."""
+        import html as _html
+
+        e = _html.escape
+        items = "".join(f"<li><b>{e(s.title)}</b>: {e(s.lead)}</li>" for s in self.sections)
+        return (
+            f"<div><p><b>{e(self.header.title)}</b>, as of {self.header.as_of:%Y-%m-%d} "
+            f"({len(self.sections)} sections; <code>.html()</code>, <code>.pdf()</code>, "
+            f"<code>.write(folder)</code>)</p><ul>{items}</ul></div>"
+        )
 
     def __repr__(self) -> str:
         return (
