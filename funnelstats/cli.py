@@ -406,5 +406,89 @@ def report(
         click.echo(f"wrote {path}")
 
 
+@main.command()
+@_input_options
+@click.option("--horizon", default="90D", show_default=True, help="How far ahead: 90D, 13W, ...")
+@click.option("--as-of", "as_of", metavar="DATE", help="Forecast from this date (default: export).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the simulation.")
+@click.option(
+    "--n-sims",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Simulated totals.",
+)
+@click.option(
+    "--new/--no-new",
+    "include_new",
+    default=True,
+    show_default=True,
+    help="Include deals not yet created (arrivals at the recent rate).",
+)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False),
+    help="Write the per-deal forecast to this .csv or .xlsx file.",
+)
+def forecast(
+    input_path: str | None,
+    sample: bool,
+    pipeline: str | None,
+    source: str | None,
+    tz: str | None,
+    companions: tuple[str, ...],
+    exported_at: str | None,
+    horizon: str,
+    as_of: str | None,
+    seed: int,
+    n_sims: int,
+    include_new: bool,
+    out_file: str | None,
+) -> None:
+    """Forecast bookings from INPUT's open pipeline over --horizon.
+
+    Prints the expected bookings with their P10-P90 range next to the CRM weighted pipeline;
+    --out writes one row per open deal (its chance of being won in the horizon and its
+    expected amount), sorted by expected amount, with spreadsheet formulas neutralised.
+    """
+    from ._safe_io import write_table
+    from .forecast import forecast_bookings, weighted_pipeline
+
+    try:
+        data, _ = _load(input_path, sample, pipeline, source, tz, companions, exported_at)
+        fc = forecast_bookings(
+            data, as_of=as_of, horizon=horizon, n_sims=n_sims, seed=seed, include_new=include_new
+        )
+        wp = weighted_pipeline(data, as_of, horizon=horizon)
+    except (FunnelDataError, ValueError) as exc:
+        _fail(exc)
+    click.echo(fc.summary())
+    click.echo("")
+    click.echo(wp.summary())
+    if out_file:
+        deals = fc.deals.copy()
+        names = _deal_names(data, deals["deal_id"])
+        if names is not None:
+            deals.insert(1, "deal_name", names)
+        try:
+            path = write_table(deals, out_file)
+        except (OSError, ValueError) as exc:
+            _fail(exc)
+        click.echo(f"wrote {path}")
+
+
+def _deal_names(data: Any, ids: pd.Series) -> pd.Series | None:
+    """The deals' names where the export has a name column."""
+    from .report._sections import _NAME_COLUMNS
+
+    deals = data.deals
+    for col in _NAME_COLUMNS:
+        if col in deals.columns:
+            lookup = pd.Series(deals[col].astype(object).to_numpy(), index=deals["deal_id"])
+            return ids.map(lookup).to_numpy()
+    return None
+
+
 if __name__ == "__main__":  # pragma: no cover - python -m funnelstats.cli
     main()

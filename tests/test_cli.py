@@ -275,3 +275,72 @@ def test_companion_files_and_export_date(runner):
     assert "exported 2024-12-31" in res.output
     bad = runner.invoke(main, ["summary", str(crm / "OpportunityHistory.csv"), "--with", "x=y"])
     assert bad.exit_code == 2 and "NAME=FILE" in bad.output
+
+
+# ---------------------------------------------------------------------------- forecast
+
+
+def test_forecast_prints_and_writes_a_formula_safe_table(runner, tmp_path):
+    rows = ["deal_id,stage,timestamp,amount,name"]
+    for i in range(40):  # closed deals the model learns from
+        end = "Closed Won" if i % 3 == 0 else "Closed Lost"
+        rows += [
+            f"C{i},Lead,2024-01-{1 + i % 28:02d},1000,Deal {i}",
+            f"C{i},{end},2024-02-{1 + i % 28:02d},1000,Deal {i}",
+        ]
+    rows += [
+        'O1,Lead,2024-03-01,5000,"=HYPERLINK(""http://evil.example"",""x"")"',
+        "O2,Lead,2024-03-02,7000,@SUM(A1)",
+    ]
+    export = _write(tmp_path, "export.csv", "\n".join(rows) + "\n")
+    out = tmp_path / "forecast.csv"
+    res = runner.invoke(
+        main,
+        [
+            "forecast",
+            str(export),
+            "--horizon",
+            "60D",
+            "--n-sims",
+            "500",
+            "--exported-at",
+            "2024-03-10",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Bookings forecast: 2024-03-10 + 60 days" in res.output
+    assert "Weighted pipeline" in res.output
+    table = pd.read_csv(out, dtype=str)
+    assert set(table["deal_id"]) == {"O1", "O2"}
+    names = dict(zip(table["deal_id"], table["deal_name"]))
+    assert names["O1"].startswith("'=HYPERLINK")
+    assert names["O2"] == "'@SUM(A1)"
+    probs = table["p_won"].astype(float)
+    assert probs.between(0, 1).all()
+
+
+def test_forecast_of_the_sample_is_reproducible(runner, tmp_path):
+    args = ["forecast", "--sample", "--n-sims", "1000", "--seed", "3"]
+    a = runner.invoke(main, [*args, "--out", str(tmp_path / "a.csv")])
+    b = runner.invoke(main, [*args, "--out", str(tmp_path / "b.xlsx")])
+    assert a.exit_code == 0 and b.exit_code == 0
+    assert a.output.splitlines()[:5] == b.output.splitlines()[:5]
+    xa = pd.read_csv(tmp_path / "a.csv")
+    xb = pd.read_excel(tmp_path / "b.xlsx")
+    assert xa["expected_amount"].round(6).tolist() == xb["expected_amount"].round(6).tolist()
+
+
+def test_forecast_bad_horizon_and_deal_level_data_exit_2(runner, tmp_path):
+    res = runner.invoke(main, ["forecast", "--sample", "--horizon", "soon"])
+    assert res.exit_code == 2 and "error:" in res.output
+    deals = _write(
+        tmp_path,
+        "deals.csv",
+        "deal_id,deal_stage,created_at,close_date,close_value\n"
+        "1,Won,2024-01-01,2024-02-01,100\n2,Engaging,2024-01-05,,\n",
+    )
+    res = runner.invoke(main, ["forecast", str(deals), "--source", "deals"])
+    assert res.exit_code == 2
+    assert "stage history" in res.output
