@@ -328,7 +328,7 @@ def _section_page(
         tables_h = max(_table_height(t, size) for t in section.tables) + 0.1
     else:
         tables_h = sum(_table_height(t, size) + 0.1 for t in section.tables)
-    foot = " ".join(section.notes)
+    foot = "  ·  ".join(n.rstrip(".") for n in section.notes)
     foot_h = (len(textwrap.wrap(foot, _chars(_CONTENT_W, 7))) * _line_h(7) + 0.05) if foot else 0
     cap_h = (
         len(textwrap.wrap(section.caption, _chars(_CONTENT_W, 8))) * _line_h(8) + 0.12
