@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ._model import Section
 from ._sections import Context, data_quality, open_pipeline, overview
+from ._sections_conversion import funnel_conversion
 from ._sections_forecast import bookings_forecast, pipeline_flow, velocity_trend, win_rate_trend
 from ._sections_survival import competing_outcomes, time_in_stage_section
 
@@ -17,6 +18,7 @@ __all__ = ["BUILDERS"]
 BUILDERS: tuple[tuple[str, Callable[[Context], Section]], ...] = (
     ("headline", overview),
     ("bookings forecast", bookings_forecast),
+    ("funnel and conversion", funnel_conversion),
     ("open pipeline", open_pipeline),
     ("pipeline flow", pipeline_flow),
     ("win-rate trend", win_rate_trend),

@@ -93,6 +93,12 @@ class Context:
         return weighted_pipeline(self.data, self.as_of, horizon=self.horizon)
 
     @cached_property
+    def win_rates(self) -> Any:
+        from ..conversion import win_rate
+
+        return win_rate(self.data, seed=self.seed)
+
+    @cached_property
     def cycle(self) -> Any:
         from ..survival import cycle_time
 
@@ -154,12 +160,14 @@ def overview(ctx: Context) -> Section:
     first, last = (created.min(), created.max()) if len(created) else (None, None)
     span = f"created {fmt_date(first)} – {fmt_date(last)}" if first is not None else ""
     won = ctx.cycle.frame.set_index("outcome").loc["won"]
+    wr = ctx.win_rates.frame.iloc[0]  # from the first stage (or creation, deal-level data)
     kpis = [
         Kpi("Won", ctx.money(won_amount), f"{fmt_count(n_won)} deals closed won", tone="won"),
         Kpi(
             "Win rate",
-            fmt_pct(won["probability"]),
-            "of deals created end up won (open deals counted as undecided)",
+            fmt_pct(wr["win_rate"]),
+            f"of the deals that enter the funnel are won (95% interval "
+            f"{fmt_pct(wr['ci_lower'])}–{fmt_pct(wr['ci_upper'])}; open deals undecided)",
             tone="won",
         ),
         Kpi(

@@ -16,6 +16,7 @@ __all__ = ["summary_text"]
 _TEXT_SECTIONS = (
     "headline",
     "bookings forecast",
+    "funnel and conversion",
     "open pipeline",
     "time in stage",
     "stage outcomes",
