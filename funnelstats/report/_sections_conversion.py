@@ -9,7 +9,7 @@ import numpy as np
 
 from ._model import Chart, Section, Table
 from ._sections import Context
-from ._style import COLORS, fmt_count, fmt_pct
+from ._style import COLORS, fmt_count, fmt_p, fmt_pct
 
 if TYPE_CHECKING:
     from matplotlib.figure import FigureBase
@@ -110,7 +110,7 @@ def funnel_conversion(ctx: Context) -> Section:
                         fmt_pct(part.loc[x, "conversion"]) if x in part.index else "–"
                         for x in groups
                     ),
-                    "–" if not np.isfinite(p) else (f"{p:.2g}" + (" *" if p < 0.05 else "")),
+                    "–" if not np.isfinite(p) else fmt_p(p) + (" *" if p < 0.05 else ""),
                 )
             )
         tables.append(

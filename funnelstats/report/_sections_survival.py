@@ -9,7 +9,7 @@ import numpy as np
 
 from ._model import Chart, Section, Table
 from ._sections import Context, _tidy
-from ._style import COLORS, fmt_count, fmt_days, fmt_pct, stage_colors
+from ._style import COLORS, fmt_count, fmt_days, fmt_p, fmt_pct, stage_colors
 
 if TYPE_CHECKING:
     from matplotlib.figure import FigureBase
@@ -110,7 +110,7 @@ def time_in_stage_section(ctx: Context) -> Section:
                 title=f"Median days in stage by {ctx.by}",
                 note=(
                     "Log-rank test of a difference between groups, p-value per stage: "
-                    + ", ".join(f"{s} {p[s]:.2g}" for s in stages if s in p.index)
+                    + ", ".join(f"{s} {fmt_p(p[s])}" for s in stages if s in p.index)
                     if p is not None
                     else ""
                 ),

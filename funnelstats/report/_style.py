@@ -13,6 +13,7 @@ __all__ = [
     "fmt_date",
     "fmt_days",
     "fmt_money",
+    "fmt_p",
     "fmt_pct",
     "join_words",
     "stage_colors",
@@ -77,6 +78,20 @@ def fmt_pct(p: object, digits: int = 0) -> str:
     ('12%', '12.3%', '–')
     """
     return f"{float(p) * 100:.{digits}f}%" if _finite(p) else "–"  # type: ignore[arg-type]
+
+
+def fmt_p(p: object) -> str:
+    """A p-value for readers: ``<0.001`` or three decimals.
+
+    Examples
+    --------
+    >>> fmt_p(9.5e-11), fmt_p(0.0621), fmt_p(float("nan"))
+    ('<0.001', '0.062', '–')
+    """
+    if not _finite(p):
+        return "–"
+    v = float(p)  # type: ignore[arg-type]
+    return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
 def fmt_days(d: object) -> str:
