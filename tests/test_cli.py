@@ -344,3 +344,29 @@ def test_forecast_bad_horizon_and_deal_level_data_exit_2(runner, tmp_path):
     res = runner.invoke(main, ["forecast", str(deals), "--source", "deals"])
     assert res.exit_code == 2
     assert "stage history" in res.output
+
+
+def test_report_n_sims_is_passed_on(runner, tmp_path):
+    res = runner.invoke(
+        main,
+        [
+            "report",
+            "--sample",
+            "--out",
+            str(tmp_path),
+            "--format",
+            "html",
+            "--n-sims",
+            "500",
+            "--generated-at",
+            "2025-01-06T07:00:00Z",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    fc = fs.forecast_bookings(fs.load_sample(), horizon="90D", n_sims=500, seed=0)
+    html = next(tmp_path.glob("*.html")).read_text(encoding="utf-8")
+    from funnelstats.report._style import fmt_money
+
+    assert f"80% range {fmt_money(fc.quantile(0.1))}" in html
+    bad = runner.invoke(main, ["report", "--sample", "--out", str(tmp_path), "--n-sims", "0"])
+    assert bad.exit_code == 2

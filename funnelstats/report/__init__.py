@@ -241,6 +241,7 @@ def make_report(
     by: str | None = None,
     seed: int = 0,
     horizon: str = "90D",
+    n_sims: int = 10_000,
     inputs: Sequence[str | PathLike[str]] | None = None,
     generated_at: Any = None,
     title: str = "Sales funnel report",
@@ -260,6 +261,9 @@ def make_report(
         Seed of every random step; the same seed gives the same numbers.
     horizon : str, default "90D"
         How far forecasts look ahead (a pandas offset: ``"90D"``, ``"13W"``).
+    n_sims : int, default 10000
+        Simulated totals of the bookings forecast (the backtest uses at most 2,000 per
+        cut-off). The forecast's time grows with this times the deals expected to arrive.
     inputs : sequence of paths, optional
         The files the data was read from, named in the header with their SHA-256. Default:
         the file named in ``data.report.source`` when it exists; for in-memory data, a
@@ -290,7 +294,7 @@ def make_report(
     >>> rep.header.by, f"{rep.header.as_of:%Y-%m-%d}"
     ('Segment', '2024-12-31')
     """
-    ctx = _context(data, as_of=as_of, by=by, seed=seed, horizon=horizon)
+    ctx = _context(data, as_of=as_of, by=by, seed=seed, horizon=horizon, n_sims=n_sims)
     cut = ctx.as_of
     header = Header(
         title=title,
@@ -352,6 +356,7 @@ def _context(
     by: str | None = None,
     seed: int = 0,
     horizon: str = "90D",
+    n_sims: int = 10_000,
 ) -> Context:
     """Check the options and cut the data at ``as_of``."""
     if by is not None and by not in data.attributes:
@@ -365,7 +370,9 @@ def _context(
         raise ValueError(f"horizon={horizon!r} is not a duration such as '90D' or '13W'") from None
     cut = to_timestamp(as_of, name="as_of") if as_of is not None else data.exported_at
     view = data if cut == data.exported_at else data.as_of(cut)
-    return Context(data=view, as_of=cut, by=by, seed=int(seed), horizon=horizon)
+    if int(n_sims) < 1:
+        raise ValueError(f"n_sims must be at least 1, got {n_sims}")
+    return Context(data=view, as_of=cut, by=by, seed=int(seed), horizon=horizon, n_sims=int(n_sims))
 
 
 def _version() -> str:
@@ -383,6 +390,7 @@ def build_report(
     by: str | None = None,
     seed: int = 0,
     horizon: str = "90D",
+    n_sims: int = 10_000,
     inputs: Sequence[str | PathLike[str]] | None = None,
     generated_at: Any = None,
     title: str = "Sales funnel report",
@@ -408,6 +416,7 @@ def build_report(
         by=by,
         seed=seed,
         horizon=horizon,
+        n_sims=n_sims,
         inputs=inputs,
         generated_at=generated_at,
         title=title,

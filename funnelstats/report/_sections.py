@@ -47,6 +47,9 @@ class Context:
     seed : int
     horizon : str
         Forecast horizon (a pandas offset such as ``"90D"``).
+    n_sims : int
+        Simulated totals of the bookings forecast (the backtest uses at most 2,000 per
+        cut-off).
     """
 
     data: FunnelData
@@ -54,6 +57,7 @@ class Context:
     by: str | None
     seed: int
     horizon: str
+    n_sims: int = 10_000
 
     @property
     def currency(self) -> str | None:
@@ -83,7 +87,7 @@ class Context:
         from ..forecast import forecast_bookings
 
         return forecast_bookings(
-            self.data, as_of=self.as_of, horizon=self.horizon, n_sims=10_000, seed=self.seed
+            self.data, as_of=self.as_of, horizon=self.horizon, n_sims=self.n_sims, seed=self.seed
         )
 
     @cached_property

@@ -95,7 +95,14 @@ def bookings_forecast(ctx: Context) -> Section:
     bt = None
     tables = []
     if len(cutoffs) >= 2:
-        bt = backtest(ctx.data, cutoffs=cutoffs, horizon=ctx.horizon, seed=ctx.seed, progress=False)
+        bt = backtest(
+            ctx.data,
+            cutoffs=cutoffs,
+            horizon=ctx.horizon,
+            n_sims=min(2_000, ctx.n_sims),
+            seed=ctx.seed,
+            progress=False,
+        )
         m = bt.metrics.set_index("method")
         ours, crm = m.loc["funnelstats"], m.loc["weighted_pipeline"]
         covered = int(bt.frame["covered"].sum())
