@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: report test lint bench notebooks clean
+.PHONY: report test lint bench notebooks screenshot clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,9 +12,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## make report: the main job on the bundled sample; writes into reports/
+## make report: the main job on the bundled sample; writes the HTML and PDF report into reports/
 report: $(STAMP)
 	$(BIN)/funnelstats report --sample --out reports
+
+## make notebooks: run every notebook top to bottom; executed copies land in reports/notebooks/
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/run.py --out reports/notebooks
+
+## make screenshot: docs/report-screenshot.png from the sample report (needs Debian chromium)
+CHROMIUM ?= chromium
+screenshot: report
+	$(CHROMIUM) --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir="$$(mktemp -d)" --hide-scrollbars --force-device-scale-factor=1 \
+	  --window-size=1280,1700 --screenshot="$(CURDIR)/docs/report-screenshot.png" \
+	  "file://$(CURDIR)/reports/funnelstats-report-2024-12-31.html"
 
 ## make test: lint and the whole test suite (doctests included)
 test: $(STAMP)

@@ -47,6 +47,7 @@ from .plotting_conversion import (
     plot_funnel,
     plot_rates,
 )
+from .report import build_report, make_report
 from .snapshot import flow, snapshot
 from .survival import (
     CompetingOutcomes,
@@ -79,6 +80,7 @@ __all__ = [
     "WinRateResult",
     "__version__",
     "backtest",
+    "build_report",
     "conversion",
     "cycle_time",
     "detect_layout",
@@ -88,6 +90,7 @@ __all__ = [
     "forecast_win_rate",
     "load_maven_crm",
     "load_sample",
+    "make_report",
     "plot_cohort_curves",
     "plot_cohort_heatmap",
     "plot_comparison",
