@@ -332,14 +332,24 @@ def forecast_bookings(
 
     For every deal open at ``as_of``: P(won within the horizon | its stage and
     the days it has spent in it), from a semi-Markov model fitted on the data
-    as of ``as_of`` (for each open stage, the Aalen–Johansen cumulative
-    incidence of leaving it for every other stage, won or lost, stays still
-    open censored at ``as_of``), chained through the later stages. Deals are
-    independent given the model: the total is simulated as a sum of amount ×
-    Bernoulli(p) over deals, plus, with ``include_new``, the deals not yet
-    created (Poisson arrivals at the rate of the last ``arrival_window``, each
-    starting in a stage drawn from recent creations, won within the time left
-    with the model's probability, with an amount drawn from recent creations).
+    as of ``as_of`` (for each open stage and stratum, the Aalen–Johansen
+    cumulative incidence of leaving it for every other stage, won or lost,
+    stays still open censored at ``as_of``), chained through the later
+    stages. Deals are independent given the model: the total is simulated as
+    a sum of amount × Bernoulli(p) over deals, plus, with ``include_new``, the
+    deals not yet created (Poisson arrivals at the rate of the last
+    ``arrival_window``, each starting in a stage drawn from recent creations,
+    won within the time left with the model's probability, with an amount
+    drawn from recent creations).
+
+    Two probabilities are estimated per deal. ``p_won`` is the chance that
+    *this deal* is won (the model fitted with every deal counting once: what
+    a reliability table checks). Amounts are forecast with ``p_won_value``,
+    the same model fitted with every deal weighted by its amount: within a
+    stratum big deals are won less often and more slowly than small ones, so
+    ``sum(amount × p_won)`` overstates bookings, while the value-weighted
+    incidences estimate ``E[amount × won] / E[amount]`` directly (the
+    "win rate by value" of sales reports, here for every transition).
 
     Parameters
     ----------
@@ -352,13 +362,27 @@ def forecast_bookings(
     n_sims : int
         Monte Carlo draws of the total.
     seed : int, optional
-        Random seed of the draws (per-deal probabilities are exact, not drawn).
+        Random seed of the draws and of the bootstrap (per-deal probabilities
+        are exact, not drawn).
     include_new : bool
         Add the deals created after ``as_of`` that close within the horizon.
     by : str, optional
         A deal attribute: fit the model per group (a group's stage with fewer
         than 20 exits uses the pooled curves; the notes say which), and draw new
         deals per group.
+    amount_bands : int
+        Strata of the deal amount (quantile bands, within each ``by`` group).
+    age_classes : int
+        Bands of the deal's age when it entered its stage: a second clock that
+        lets slow deals stay slow in later stages (see
+        ``funnelstats/_forecast_model.py``); 1 (default) is the plain
+        semi-Markov chain.
+    n_boot : int
+        Bootstrap refits of the model for the interval (0: none). Each refit
+        weights every deal's whole history by a Poisson(1) count; simulation
+        ``k`` uses refit ``k mod n_boot`` for the open deals' probabilities and
+        for the new deals' rate, amounts and curve, so the interval includes
+        the uncertainty of the fit. The expected values use the full fit.
     arrival_window : duration
         Window before ``as_of`` that sets the arrival rate, the first-stage mix
         and the amounts of new deals.
@@ -367,20 +391,22 @@ def forecast_bookings(
     -------
     BookingsForecast
         ``.frame``: ``component, n_deals, expected_wins, expected, p10, p50,
-        p90`` for ``open_pipeline``, ``new_deals`` and ``total``. ``.deals``: one
-        row per open deal: ``deal_id, stage, age_in_stage_days, age_days, amount,
-        close_date, p_won, p_won_eventually, expected_amount`` (then ``group``
-        with ``by=``), sorted by ``expected_amount`` (largest first).
+        p90`` for ``open_pipeline``, ``new_deals`` and ``total``
+        (``expected_wins`` from ``p_won``, ``expected`` from ``p_won_value``).
+        ``.deals``: one row per open deal: ``deal_id, stage, age_in_stage_days,
+        age_days, amount, close_date, p_won, p_won_eventually, p_won_value,
+        expected_amount`` (``amount × p_won_value``; then ``group`` with
+        ``by=``), sorted by ``expected_amount`` (largest first).
 
     Notes
     -----
     Beyond the longest stay seen in a stage the model assumes a constant hazard
     of leaving, with the destination mix of the stays longer than the stage's
     80th percentile (see ``funnelstats/_forecast_model.py``): old deals are
-    neither frozen nor certain to close. The interval reflects the randomness
-    of which deals close given the fitted model, not the uncertainty of the
-    fit or shocks common to all deals, so it is a lower bound on the true
-    spread; :func:`backtest` measures its coverage.
+    neither frozen nor certain to close. The interval reflects which deals
+    close given the model and, with ``n_boot``, the uncertainty of the fitted
+    model; it leaves out shocks common to all deals that the history has not
+    seen (a market turning), so :func:`backtest` measures its coverage.
 
     Examples
     --------

@@ -174,6 +174,26 @@ def test_single_stage_exponential_closed_form():
     np.testing.assert_allclose(ever, 0.5, atol=0.02)
 
 
+def test_model_incidence_is_the_aalen_johansen_estimate():
+    """The lean incidence the model uses equals the estimator core's (weighted, many groups)."""
+    from funnelstats._estimators import aalen_johansen, event_table
+    from funnelstats._forecast_model import _cif
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    table = event_table(
+        rng.integers(0, 60, n),
+        rng.integers(0, 4, n),
+        groups=rng.integers(0, 6, n),
+        n_groups=8,  # two empty groups
+        n_causes=3,
+        weights=rng.poisson(1.0, n) * rng.lognormal(0, 1, n),
+    )
+    with np.errstate(all="ignore"):
+        ref = aalen_johansen(table).cif
+    np.testing.assert_allclose(_cif(table), np.nan_to_num(ref), atol=1e-12)
+
+
 def test_bootstrap_refits_spread_like_the_binomial_standard_error():
     """Poisson-bootstrap refits: the spread of the eventual win rate is its binomial SE."""
     rng = np.random.default_rng(3)
