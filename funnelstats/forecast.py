@@ -669,7 +669,7 @@ def _new_deals(
         count += rate * h_days
         # per replicate: rate, first-stage mix, amounts (by the deal weights) and curve
         wr = np.ones((1, n_recent)) if boot_w is None else boot_w[:, sel]
-        q = np.vstack([curve(m, w * has_amt) for m, w in zip(boot_models, wr)])
+        q = np.vstack([curve(m, w) for m, w in zip(boot_models, wr)])
         rates = wr.sum(axis=1) / span
         cum = np.cumsum(wr * has_amt, axis=1)
         n_arr = rng.poisson(rates[which] * h_days)
@@ -684,7 +684,7 @@ def _new_deals(
         frac = pos - i0
         qq = q[rep, i0] * (1.0 - frac) + q[rep, i0 + 1] * frac
         won = rng.random(m_tot) < qq
-        pick = (cum[rep, -1] * rng.random(m_tot))
+        pick = cum[rep, -1] * rng.random(m_tot)
         j = np.empty(m_tot, dtype=np.int64)
         for r in np.unique(rep):
             at = rep == r

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -107,7 +109,10 @@ def test_velocity_parts_are_the_public_estimates(sim):
     end = d["closed_at"].where(d["outcome"] != "open", data.exported_at)
     dur = (end - d["created_at"]).dt.total_seconds() / 86_400
     km = KaplanMeierFitter().fit(dur, event_observed=d["outcome"] != "open")
-    assert v.t_mature == pytest.approx(km.percentile(0.1), abs=1e-6)
+    with warnings.catch_warnings():  # lifelines reads the quantile off the step function
+        warnings.simplefilter("ignore")
+        q90 = km.percentile(0.1)
+    assert v.t_mature == pytest.approx(q90, abs=1e-6)
     wr = fs.win_rate(data, cohort="M", from_stage="Prospecting", horizon=v.t_mature)
     f = v.frame[v.frame["mature"]].set_index("period")
     w = wr.frame.set_index("cohort").loc[f.index]
