@@ -112,8 +112,8 @@ def cohort_table(
             )
         else:
             wr_p, lo, hi, cycle = np.nan, np.nan, np.nan, np.nan
-        won_in = sel & won_in_time
-        avg_won = float(np.nanmean(amount[won_in])) if won_in.any() else np.nan
+        won_in = sel & won_in_time & ~np.isnan(amount)
+        avg_won = float(amount[won_in].mean()) if won_in.any() else np.nan
         state = last_row_at(hs, min(p_end, export))
         open_deals = int(np.count_nonzero((state >= 0) & (hs.kind[np.maximum(state, 0)] == 0)))
         rows.append(
