@@ -1,14 +1,27 @@
 """Per-cohort, censoring-aware win rate, won amount and cycle length (velocity's parts).
 
-A cohort is the deals created in one period. Its win rate and its time to win
-come from the Aalen–Johansen cumulative incidence of winning (lost competing,
-open deals censored at the export date), read at the maturity horizon
-``t_mature``: the time by which 90% of deals have closed (Kaplan–Meier of time
-to close, any outcome). A cohort is *mature* once every deal in it has been
-followed that long; younger cohorts get their estimate to date, never used as
-final. These are the quantities ``conversion.win_rate(cohort=...)`` and
-``survival.cycle_time`` describe; they are computed here from the estimator
-core so the forecast does not depend on those modules.
+A cohort is the deals created in one period. Its numbers are those of the
+public estimators, so the library has one definition of each:
+
+- the maturity horizon ``t_mature`` is the time by which 90% of deals have
+  closed: the Kaplan–Meier probability of still being open in
+  :func:`funnelstats.cycle_time` (clock from creation) first at or below 10%;
+- the win rate and its interval are :func:`funnelstats.win_rate` with
+  ``cohort=freq``, from the first open stage, at ``horizon=t_mature``: the
+  Aalen–Johansen probability of being won within ``t_mature`` days of
+  reaching the first stage (which every deal reaches, "reached" semantics),
+  losing competing, open deals censored;
+- the cycle length is the restricted mean time to win among winners within
+  the horizon, read off the same win-rate curve (``win_rate(...).curves``):
+  ``integral_0^tau (1 - F(t) / F(tau)) dt``.
+
+Maturity is stricter here than in :func:`funnelstats.win_rate`: there a
+cohort's figure is ``mature`` once its *longest* follow-up reaches the
+horizon (the estimate is then defined, possibly from a few early deals); a
+velocity cohort is mature only once *every* deal created in the period has
+been followed ``t_mature`` days (the period's end is that long before the
+export), so a forecast series never takes a half-observed cohort as final.
+Younger cohorts keep their estimate to date (``win_rate_to_date``).
 """
 
 from __future__ import annotations
@@ -19,12 +32,11 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
-from ._estimators import aalen_johansen, event_table, kaplan_meier, quantile_time
 from ._forecast_history import history_state, last_row_at
 from ._stays import NS_PER_DAY
 from .data import FunnelData
 
-__all__ = ["CohortTable", "cohort_table"]
+__all__ = ["CohortTable", "cohort_table", "maturity_horizon"]
 
 
 @dataclass(frozen=True)
@@ -33,8 +45,32 @@ class CohortTable:
     t_mature: float
 
 
-def _periods(ts: pd.Series, freq: str) -> pd.PeriodIndex:
-    return pd.PeriodIndex(ts.dt.tz_convert("UTC").dt.tz_localize(None), freq=freq)
+def maturity_horizon(data: FunnelData, *, mature_share: float = 0.9) -> float:
+    """Days by which ``mature_share`` of deals have closed (Kaplan–Meier, from creation).
+
+    Read off :func:`funnelstats.cycle_time`: the first time its probability of
+    still being open is at or below ``1 - mature_share``; the longest time
+    observed when it never gets there.
+    """
+    from .survival import cycle_time
+
+    curves = cycle_time(data).curves
+    still = curves[curves["outcome"] == C.OPEN]
+    hit = still["t"][still["probability"] <= 1 - mature_share + 1e-12]
+    if len(hit):
+        return float(hit.iloc[0])
+    return float(still["t"].max()) if len(still) else 0.0
+
+
+def _cycle_days(age: np.ndarray, cif: np.ndarray, tau: float) -> float:
+    """Restricted mean time to win among winners up to ``tau``: area above F / F(tau)."""
+    keep = age <= tau
+    t, f = age[keep], cif[keep]
+    f_tau = float(f[-1]) if len(f) else 0.0
+    if f_tau <= 0:
+        return float("nan")
+    steps = np.diff(np.r_[0.0, t, tau])
+    return float(np.sum(np.r_[1.0, 1.0 - f / f_tau] * steps))
 
 
 def cohort_table(
@@ -42,67 +78,52 @@ def cohort_table(
 ) -> CohortTable:
     """One row per creation period: ``period, n_created, win_rate, ci_lower, ci_upper,
     win_rate_to_date, follow_up_days, mature, avg_won_amount, cycle_days, open_deals``."""
+    from .conversion import win_rate
+
     deals = data.deals
     export = data.exported_at.value
-    created = deals[C.CREATED_AT].to_numpy(dtype="datetime64[ns]").view(np.int64)
-    closed = deals[C.CLOSED_AT].to_numpy(dtype="datetime64[ns]").view(np.int64)
-    outcome = deals[C.OUTCOME].astype(str).to_numpy()
-    is_closed = outcome != C.OPEN
-    end = np.where(is_closed, closed, export)
-    dur = np.maximum(end - created, 0)
-    cause = np.where(outcome == C.WON, 1, np.where(outcome == C.LOST, 2, 0))
-    # maturity horizon: 90% closed, from the Kaplan–Meier of time to close
-    pooled = event_table(dur, cause, n_causes=2)
-    km = kaplan_meier(pooled)
-    t_m = quantile_time(pooled.time, km.survival, 1 - mature_share)
-    if not np.isfinite(t_m):
-        t_m = float(pooled.time[-1]) if len(pooled.time) else 0.0
-    t_mature = t_m / NS_PER_DAY
-
-    periods = _periods(deals[C.CREATED_AT], freq)
+    t_mature = maturity_horizon(data, mature_share=mature_share)
+    first_stage = data.pipeline.stages[0]
+    wr = win_rate(data, cohort=freq, from_stage=first_stage, horizon=t_mature, alpha=alpha)
+    est = wr.frame.dropna(subset=["cohort"]).set_index("cohort")
+    curves = wr.curves
+    created = deals[C.CREATED_AT]
+    periods = pd.PeriodIndex(created.dt.tz_convert("UTC").dt.tz_localize(None), freq=freq)
     cohorts = pd.period_range(periods.min(), periods.max(), freq=freq)
     code = cohorts.get_indexer(periods)
-    n_c = len(cohorts)
-    table = event_table(dur, cause, groups=code, n_groups=n_c, n_causes=2)
-    aj = aalen_johansen(table, alpha=alpha)
+    created_ns = created.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    closed_ns = deals[C.CLOSED_AT].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    outcome = deals[C.OUTCOME].astype(str).to_numpy()
     amount = deals[C.AMOUNT].to_numpy(dtype=float)
+    won_in_time = (outcome == C.WON) & ((closed_ns - created_ns) / NS_PER_DAY <= t_mature)
     hs = history_state(data)
     rows = []
     for g, p in enumerate(cohorts):
-        r = table.rows(g)
-        t = table.time[r]
         p_end = p.end_time.tz_localize("UTC").value
         follow = (export - p_end) / NS_PER_DAY
+        mature = follow >= t_mature
         sel = code == g
-        horizon_ns = min(t_m, max(export - p_end, 0)) if follow < t_mature else t_m
-        i = np.searchsorted(t, horizon_ns, side="right") - 1
-        if i >= 0:
-            wr = float(aj.cif[r][i, 0])
-            lo, hi = float(aj.ci_lower[r][i, 0]), float(aj.ci_upper[r][i, 0])
-            cif_won = aj.cif[r][: i + 1, 0]
-            tt = t[: i + 1] / NS_PER_DAY
-            # restricted mean time to win among winners: area above the normalised CIF
-            if wr > 0:
-                frac = cif_won / wr
-                steps = np.diff(np.r_[0.0, tt, horizon_ns / NS_PER_DAY])
-                cycle = float(np.sum(np.r_[1.0, 1.0 - frac] * steps))
-            else:
-                cycle = np.nan
+        if p in est.index:
+            r = est.loc[p]
+            wr_p, lo, hi, holds = r["win_rate"], r["ci_lower"], r["ci_upper"], r["horizon_days"]
+            cv = curves[curves["cohort"] == p]
+            cycle = _cycle_days(
+                cv["age_days"].to_numpy(dtype=float), cv["win_rate"].to_numpy(dtype=float), holds
+            )
         else:
-            wr, lo, hi, cycle = 0.0, np.nan, np.nan, np.nan
-        won_in = sel & (outcome == C.WON) & (dur <= t_m)
-        avg_won = float(np.nanmean(amount[won_in])) if won_in.any() else np.nan
+            wr_p, lo, hi, cycle = np.nan, np.nan, np.nan, np.nan
+        won_in = sel & won_in_time & ~np.isnan(amount)
+        avg_won = float(amount[won_in].mean()) if won_in.any() else np.nan
         state = last_row_at(hs, min(p_end, export))
         open_deals = int(np.count_nonzero((state >= 0) & (hs.kind[np.maximum(state, 0)] == 0)))
-        mature = follow >= t_mature
         rows.append(
             {
                 "period": p,
                 "n_created": int(sel.sum()),
-                "win_rate": wr if mature else np.nan,
+                "win_rate": wr_p if mature else np.nan,
                 "ci_lower": lo if mature else np.nan,
                 "ci_upper": hi if mature else np.nan,
-                "win_rate_to_date": wr,
+                "win_rate_to_date": wr_p,
                 "follow_up_days": max(follow, 0.0),
                 "mature": bool(mature),
                 "avg_won_amount": avg_won if mature else np.nan,

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
-from ._forecast_history import history_state
-from ._forecast_model import SemiMarkovFunnel
+from ._forecast_history import NAT, history_state
+from ._forecast_model import SemiMarkovFunnel, deal_origin_ns
 from ._result import Result, get_ax
 from ._stays import NS_PER_DAY, group_codes, require_history
 from .data import FunnelData, to_timestamp
@@ -324,20 +324,32 @@ def forecast_bookings(
     include_new: bool = True,
     by: str | None = None,
     amount_bands: int = 5,
+    age_classes: int = 1,
+    n_boot: int = 20,
     arrival_window: Any = "90D",
 ) -> BookingsForecast:
     """Forecast bookings in ``(as_of, as_of + horizon]`` from the stage history.
 
     For every deal open at ``as_of``: P(won within the horizon | its stage and
     the days it has spent in it), from a semi-Markov model fitted on the data
-    as of ``as_of`` (for each open stage, the Aalen–Johansen cumulative
-    incidence of leaving it for every other stage, won or lost, stays still
-    open censored at ``as_of``), chained through the later stages. Deals are
-    independent given the model: the total is simulated as a sum of amount ×
-    Bernoulli(p) over deals, plus, with ``include_new``, the deals not yet
-    created (Poisson arrivals at the rate of the last ``arrival_window``, each
-    starting in a stage drawn from recent creations, won within the time left
-    with the model's probability, with an amount drawn from recent creations).
+    as of ``as_of`` (for each open stage and stratum, the Aalen–Johansen
+    cumulative incidence of leaving it for every other stage, won or lost,
+    stays still open censored at ``as_of``), chained through the later
+    stages. Deals are independent given the model: the total is simulated as
+    a sum of amount × Bernoulli(p) over deals, plus, with ``include_new``, the
+    deals not yet created (Poisson arrivals at the rate of the last
+    ``arrival_window``, each starting in a stage drawn from recent creations,
+    won within the time left with the model's probability, with an amount
+    drawn from recent creations).
+
+    Two probabilities are estimated per deal. ``p_won`` is the chance that
+    *this deal* is won (the model fitted with every deal counting once: what
+    a reliability table checks). Amounts are forecast with ``p_won_value``,
+    the same model fitted with every deal weighted by its amount: within a
+    stratum big deals are won less often and more slowly than small ones, so
+    ``sum(amount × p_won)`` overstates bookings, while the value-weighted
+    incidences estimate ``E[amount × won] / E[amount]`` directly (the
+    "win rate by value" of sales reports, here for every transition).
 
     Parameters
     ----------
@@ -350,13 +362,27 @@ def forecast_bookings(
     n_sims : int
         Monte Carlo draws of the total.
     seed : int, optional
-        Random seed of the draws (per-deal probabilities are exact, not drawn).
+        Random seed of the draws and of the bootstrap (per-deal probabilities
+        are exact, not drawn).
     include_new : bool
         Add the deals created after ``as_of`` that close within the horizon.
     by : str, optional
         A deal attribute: fit the model per group (a group's stage with fewer
         than 20 exits uses the pooled curves; the notes say which), and draw new
         deals per group.
+    amount_bands : int
+        Strata of the deal amount (quantile bands, within each ``by`` group).
+    age_classes : int
+        Bands of the deal's age when it entered its stage: a second clock that
+        lets slow deals stay slow in later stages (see
+        ``funnelstats/_forecast_model.py``); 1 (default) is the plain
+        semi-Markov chain.
+    n_boot : int
+        Bootstrap refits of the model for the interval (0: none). Each refit
+        weights every deal's whole history by a Poisson(1) count; simulation
+        ``k`` uses refit ``k mod n_boot`` for the open deals' probabilities and
+        for the new deals' rate, amounts and curve, so the interval includes
+        the uncertainty of the fit. The expected values use the full fit.
     arrival_window : duration
         Window before ``as_of`` that sets the arrival rate, the first-stage mix
         and the amounts of new deals.
@@ -365,20 +391,22 @@ def forecast_bookings(
     -------
     BookingsForecast
         ``.frame``: ``component, n_deals, expected_wins, expected, p10, p50,
-        p90`` for ``open_pipeline``, ``new_deals`` and ``total``. ``.deals``: one
-        row per open deal: ``deal_id, stage, age_in_stage_days, age_days, amount,
-        close_date, p_won, p_won_eventually, expected_amount`` (then ``group``
-        with ``by=``), sorted by ``expected_amount`` (largest first).
+        p90`` for ``open_pipeline``, ``new_deals`` and ``total``
+        (``expected_wins`` from ``p_won``, ``expected`` from ``p_won_value``).
+        ``.deals``: one row per open deal: ``deal_id, stage, age_in_stage_days,
+        age_days, amount, close_date, p_won, p_won_eventually, p_won_value,
+        expected_amount`` (``amount × p_won_value``; then ``group`` with
+        ``by=``), sorted by ``expected_amount`` (largest first).
 
     Notes
     -----
     Beyond the longest stay seen in a stage the model assumes a constant hazard
     of leaving, with the destination mix of the stays longer than the stage's
     80th percentile (see ``funnelstats/_forecast_model.py``): old deals are
-    neither frozen nor certain to close. The interval reflects the randomness
-    of which deals close given the fitted model, not the uncertainty of the
-    fit or shocks common to all deals, so it is a lower bound on the true
-    spread; :func:`backtest` measures its coverage.
+    neither frozen nor certain to close. The interval reflects which deals
+    close given the model and, with ``n_boot``, the uncertainty of the fitted
+    model; it leaves out shocks common to all deals that the history has not
+    seen (a market turning), so :func:`backtest` measures its coverage.
 
     Examples
     --------
@@ -395,33 +423,53 @@ def forecast_bookings(
     w_days = _days(arrival_window, "arrival_window")
     if n_sims < 1:
         raise ValueError("n_sims must be at least 1")
+    if n_boot < 0 or n_boot == 1:
+        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
     cut, ts = _cut(data, as_of)
     rng = np.random.default_rng(seed)
     gcode, labels = _strata(cut, by, amount_bands)
     n_groups = len(labels)
-    model = SemiMarkovFunnel().fit(cut, groups=gcode, n_groups=n_groups)
+    amt_all = cut.deals[C.AMOUNT].to_numpy(dtype=float)
+    known = ~np.isnan(amt_all)
+    value_w = np.where(known, amt_all, np.nanmedian(amt_all) if known.any() else 1.0)
+    value_w = np.maximum(value_w, 0.0)
+    model = SemiMarkovFunnel(age_classes=age_classes).fit(cut, groups=gcode, n_groups=n_groups)
+    value_model = model.reweighted(value_w)
     snap = _open_table(cut, ts)
     deal_row = pd.Index(cut.deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
     g_open = gcode[deal_row]
     stage = snap[C.STAGE].cat.codes.to_numpy().astype(np.int64)
     age = snap["age_in_stage_days"].to_numpy(dtype=float)
-    p, p_ever = model.p_won(stage, age, h_days, group=g_open)
+    origin = deal_origin_ns(cut)[deal_row]
+    entered = snap["entered_stage_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    entry_age = np.where(origin == NAT, 0.0, (entered - origin) / NS_PER_DAY)
+    state = {"stage": stage, "age_days": age, "entry_age_days": entry_age, "group": g_open}
+    p, p_ever = model.p_won(**state, horizon_days=h_days)
+    p_value, _ = value_model.p_won(**state, horizon_days=h_days, eventually=False)
     amount = snap[C.AMOUNT].to_numpy(dtype=float)
     amt0 = np.nan_to_num(amount)
 
-    open_sims = _bernoulli_sum(amt0, p, n_sims, rng)
+    # the bootstrap of the fit: Poisson(1) weights per deal, the value model refitted
+    boot_w = rng.poisson(1.0, size=(n_boot, cut.n_deals)).astype(float) if n_boot else None
+    boot_models = [value_model]
+    if boot_w is not None:
+        boot_models = [model.reweighted(value_w * w) for w in boot_w]
+    p_boot = np.vstack(
+        [p_value]
+        if boot_w is None
+        else [m.p_won(**state, horizon_days=h_days, eventually=False)[0] for m in boot_models]
+    )
+    open_sims = _bernoulli_sum(amt0, p_boot, n_sims, rng)
     notes = []
-    new_sims = np.zeros(n_sims)
-    new_expected = 0.0
-    new_wins = 0.0
-    new_n = 0.0
+    new = _NewDeals(0.0, 0.0, 0.0, np.zeros(n_sims))
     if include_new:
-        new_sims, new_expected, new_wins, new_n, new_notes = _new_deals(
-            cut, ts, model, gcode, n_groups, h_days, w_days, n_sims, rng
+        new, new_notes = _new_deals(
+            cut, ts, model, value_model, boot_models, boot_w, gcode, n_groups, h_days, w_days,
+            n_sims, rng,
         )
         notes += new_notes
-    total = open_sims + new_sims
-    open_expected = float(np.sum(amt0 * p))
+    total = open_sims + new.simulations
+    open_expected = float(np.sum(amt0 * p_value))
 
     def row(name: str, n: float, wins: float, exp: float, sims: np.ndarray) -> dict:
         q = np.quantile(sims, QUANTILES)
@@ -438,12 +486,12 @@ def forecast_bookings(
     frame = pd.DataFrame(
         [
             row("open_pipeline", len(snap), float(p.sum()), open_expected, open_sims),
-            row("new_deals", new_n, new_wins, new_expected, new_sims),
+            row("new_deals", new.n_deals, new.wins, new.expected, new.simulations),
             row(
                 "total",
-                len(snap) + new_n,
-                float(p.sum()) + new_wins,
-                open_expected + new_expected,
+                len(snap) + new.n_deals,
+                float(p.sum()) + new.wins,
+                open_expected + new.expected,
                 total,
             ),
         ]
@@ -460,7 +508,8 @@ def forecast_bookings(
             C.CLOSE_DATE: snap[C.CLOSE_DATE].to_numpy(),
             "p_won": p,
             "p_won_eventually": p_ever,
-            "expected_amount": amount * p,
+            "p_won_value": p_value,
+            "expected_amount": amount * p_value,
         }
     )
     if by is not None:
@@ -482,12 +531,16 @@ def forecast_bookings(
                 f"stage {cut.pipeline.stages[s]!r} has no exit recorded by the cut-off: its deals "
                 "are forecast never to leave it"
             )
+    if n_boot:
+        notes.append(
+            f"interval includes the uncertainty of the fitted model ({n_boot} bootstrap refits)"
+        )
     return BookingsForecast(
         frame=frame,
         deals=deals,
         simulations=total,
         open_simulations=open_sims,
-        new_simulations=new_sims,
+        new_simulations=new.simulations,
         as_of=ts,
         horizon_days=h_days,
         notes=tuple(notes),
@@ -516,29 +569,50 @@ def _strata(cut: FunnelData, by: str | None, amount_bands: int) -> tuple[np.ndar
 def _bernoulli_sum(
     amount: np.ndarray, p: np.ndarray, n_sims: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Draws of sum_i amount_i * Bernoulli(p_i), in blocks of deals."""
+    """Draws of sum_i amount_i * Bernoulli(p_i), in blocks of deals.
+
+    ``p`` is ``(B, n)``: simulation ``k`` uses row ``k mod B`` (bootstrap refits).
+    """
+    p = np.atleast_2d(p)
     out = np.zeros(n_sims)
-    live = np.flatnonzero((p > 0) & (amount != 0))
+    which = np.arange(n_sims) % len(p)
+    live = np.flatnonzero((p.max(axis=0) > 0) & (amount != 0))
     block = max(1, 4_000_000 // n_sims)
     for lo in range(0, len(live), block):
         part = live[lo : lo + block]
-        hits = rng.random((len(part), n_sims)) < p[part, None]
+        hits = rng.random((len(part), n_sims)) < p[:, part][which].T
         out += amount[part] @ hits
     return out
+
+
+@dataclass(frozen=True)
+class _NewDeals:
+    n_deals: float
+    wins: float
+    expected: float
+    simulations: np.ndarray
 
 
 def _new_deals(
     cut: FunnelData,
     ts: pd.Timestamp,
     model: SemiMarkovFunnel,
+    value_model: SemiMarkovFunnel,
+    boot_models: list[SemiMarkovFunnel],
+    boot_w: np.ndarray | None,
     gcode: np.ndarray,
     n_groups: int,
     h_days: float,
     w_days: float,
     n_sims: int,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, float, float, float, list[str]]:
-    """Bookings from deals created after the cut-off (compound Poisson)."""
+) -> tuple[_NewDeals, list[str]]:
+    """Bookings from deals created after the cut-off (compound Poisson).
+
+    Expected values come from the full fit; the simulations draw, per
+    bootstrap replicate (simulation ``k`` uses replicate ``k mod B``), the
+    arrival rate, the amounts and the win curve of that replicate.
+    """
     deals = cut.deals
     created = deals[C.CREATED_AT].to_numpy(dtype="datetime64[ns]").view(np.int64)
     first_created = created.min() if len(created) else ts.value
@@ -547,7 +621,9 @@ def _new_deals(
     sims = np.zeros(n_sims)
     expected = wins = count = 0.0
     if span <= 0:
-        return sims, 0.0, 0.0, 0.0, ["no history before the cut-off to set the arrival rate"]
+        return _NewDeals(0.0, 0.0, 0.0, sims), [
+            "no history before the cut-off to set the arrival rate"
+        ]
     if span < w_days:
         notes.append(f"arrival rate from the {span:.0f} days of history available")
     recent = created > ts.value - span * NS_PER_DAY
@@ -559,41 +635,63 @@ def _new_deals(
     kind = a.kind
     n_open = model.n_open_
     k_steps, h = model.grid(h_days)
+    grid_t = np.arange(k_steps + 1) * h
     amounts_all = deals[C.AMOUNT].to_numpy(dtype=float)
+    n_rep = len(boot_models)
+    which = np.arange(n_sims) % n_rep
     for g in range(n_groups):
         sel = recent & (gcode == g) & (first_stage >= 0)
         n_recent = int(sel.sum())
         if n_recent == 0:
             continue
-        rate = n_recent / span
         fs_ = first_stage[sel]
         fk = kind[fs_]
-        w = model.win_within(h_days, g)
-        # q[k]: P(won within k h days of creation)
         dest = np.where(fk == 0, fs_, np.where(fk == 1, n_open, n_open + 1))
-        mix = np.bincount(dest, minlength=n_open + 2) / n_recent
-        q = w @ mix
         amts = amounts_all[sel]
-        amts = amts[~np.isnan(amts)]
-        if not len(amts):
+        has_amt = ~np.isnan(amts)
+        if not has_amt.any():
             notes.append(f"group {g}: no amounts among recent deals; new deals left out")
             continue
-        # expected: rate * mean amount * integral_0^H q(H - t) dt (trapezoid on the grid)
-        grid_t = np.arange(k_steps + 1) * h
-        integral = float(np.trapezoid(q, grid_t))
-        expected += rate * integral * float(amts.mean())
-        wins += rate * integral
+
+        def curve(m: SemiMarkovFunnel, w: np.ndarray, g: int = g, dest: np.ndarray = dest):
+            # q[k]: P(won within k h days of creation), new deals entering at age 0
+            mix = np.bincount(dest, weights=w, minlength=n_open + 2) / max(w.sum(), 1e-300)
+            return m.win_within(h_days, g)[:, 0, :] @ mix
+
+        ones = np.ones(n_recent)
+        rate = n_recent / span
+        mean_amt = float(amts[has_amt].mean())
+        # expected: rate * integral_0^H q(H - t) dt (trapezoid on the grid); amounts by the
+        # value-weighted curve, counts by the plain one
+        wins_g = rate * float(np.trapezoid(curve(model, ones), grid_t))
+        expected += rate * mean_amt * float(np.trapezoid(curve(value_model, ones), grid_t))
+        wins += wins_g
         count += rate * h_days
-        n_arr = rng.poisson(rate * h_days, size=n_sims)
-        m = int(n_arr.sum())
-        if m:
-            sim_idx = np.repeat(np.arange(n_sims), n_arr)
-            left = h_days - rng.uniform(0.0, h_days, size=m)
-            qq = np.interp(left, grid_t, q)
-            won = rng.random(m) < qq
-            amt = amts[rng.integers(0, len(amts), size=m)]
-            sims += np.bincount(sim_idx[won], weights=amt[won], minlength=n_sims)
-    return sims, expected, wins, count, notes
+        # per replicate: rate, first-stage mix, amounts (by the deal weights) and curve
+        wr = np.ones((1, n_recent)) if boot_w is None else boot_w[:, sel]
+        q = np.vstack([curve(m, w) for m, w in zip(boot_models, wr)])
+        rates = wr.sum(axis=1) / span
+        cum = np.cumsum(wr * has_amt, axis=1)
+        n_arr = rng.poisson(rates[which] * h_days)
+        m_tot = int(n_arr.sum())
+        if not m_tot:
+            continue
+        sim_idx = np.repeat(np.arange(n_sims), n_arr)
+        rep = which[sim_idx]
+        left = h_days - rng.uniform(0.0, h_days, size=m_tot)
+        pos = left / h
+        i0 = np.minimum(pos.astype(np.int64), k_steps - 1)
+        frac = pos - i0
+        qq = q[rep, i0] * (1.0 - frac) + q[rep, i0 + 1] * frac
+        won = rng.random(m_tot) < qq
+        pick = cum[rep, -1] * rng.random(m_tot)
+        j = np.empty(m_tot, dtype=np.int64)
+        for r in np.unique(rep):
+            at = rep == r
+            j[at] = np.searchsorted(cum[r], pick[at], side="right")
+        amt = amts[np.minimum(j, n_recent - 1)]
+        sims += np.bincount(sim_idx[won], weights=amt[won], minlength=n_sims)
+    return _NewDeals(count, wins, expected, sims), notes
 
 
 # ---------------------------------------------------------------------------
@@ -656,6 +754,8 @@ def backtest(
     include_new: bool = True,
     by: str | None = None,
     amount_bands: int = 5,
+    age_classes: int = 1,
+    n_boot: int = 20,
     probabilities: str | Mapping[str, float] = "auto",
     progress: bool | None = None,
 ) -> BacktestResult:
@@ -673,7 +773,7 @@ def backtest(
     cutoffs : iterable of date-like
         Each must leave a full horizon before ``data.exported_at``.
     horizon : duration
-    n_sims, seed, include_new, by, amount_bands
+    n_sims, seed, include_new, by, amount_bands, age_classes, n_boot
         Passed to :func:`forecast_bookings` (the seed of cut-off ``i`` is
         ``seed + i``).
     probabilities
@@ -729,6 +829,8 @@ def backtest(
             include_new=include_new,
             by=by,
             amount_bands=amount_bands,
+            age_classes=age_classes,
+            n_boot=n_boot,
         )
         wp = weighted_pipeline(
             data, c, horizon=pd.Timedelta(days=h_days), probabilities=probabilities
@@ -953,15 +1055,20 @@ def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> Veloc
     """Sales velocity per period: open deals × average won amount × win rate / cycle length.
 
     Each component is shown. The cohort of a period is the deals created in
-    it; its win rate is the Aalen–Johansen probability of being won within the
-    maturity horizon (the time by which 90% of deals have closed, from the
-    Kaplan–Meier of time to close), lost competing and open deals censored;
-    its cycle length is the restricted mean time to win among its winners over
-    the same horizon, from the same curve; the average won amount is over its
-    winners. Open deals are those open at the period's end. Cohorts not yet
-    followed for the maturity horizon are *immature*: their win rate so far is
-    shown as ``win_rate_to_date`` and their velocity is left empty, not
-    reported as final.
+    it; its win rate is :func:`~funnelstats.win_rate` with ``cohort=freq`` from
+    the first open stage at ``horizon`` = the maturity horizon (the time by
+    which 90% of deals have closed: the Kaplan–Meier probability of still
+    being open in :func:`~funnelstats.cycle_time` reaching 10%), i.e. the
+    Aalen–Johansen probability of being won within that horizon, lost
+    competing and open deals censored; its cycle length is the restricted mean
+    time to win among its winners over the same horizon, read off the same
+    win-rate curve; the average won amount is over its winners. Open deals are
+    those open at the period's end. Cohorts whose every deal has not yet been
+    followed for the maturity horizon are *immature* (stricter than
+    ``win_rate``'s ``mature``, which needs only the longest follow-up to reach
+    the horizon): their win rate so far (``win_rate``'s figure at its
+    ``horizon_days``) is shown as ``win_rate_to_date`` and their velocity is
+    left empty, not reported as final.
 
     Parameters
     ----------

@@ -70,18 +70,25 @@ def test_realised_bookings_by_hand(hand10):
 # ------------------------------------------------------------- the model
 
 
-def test_recursion_matches_brute_force_simulation():
-    """Exact grid recursion against paths simulated from the same fitted curves."""
+@pytest.mark.parametrize("age_classes", [1, 3])
+def test_recursion_matches_brute_force_simulation(age_classes):
+    """Exact grid recursion against paths simulated from the same fitted curves.
+
+    With entry-age bands the paths carry the deal's age: each stage's curves are
+    those of the band holding the age at which the path enters it.
+    """
     sim = simulate(800, seed=5, days=200, layout="events")
     data = sim.funnel()
-    model = SemiMarkovFunnel().fit(data)
+    model = SemiMarkovFunnel(age_classes=age_classes).fit(data)
+    if age_classes > 1:
+        assert all(len(c) == 2 for c in model.cuts_[1:])  # stage 0: everyone enters at age 0
     rng = np.random.default_rng(0)
     horizon = 60.0
     u = np.linspace(0.0, 400.0, 8001)
     n_open = model.n_open_
 
-    def draw(stage: int, age: float, n: int) -> tuple[np.ndarray, np.ndarray]:
-        cond = model.curves_[0][stage].conditional(np.array([age]), u)[0]  # (g, K)
+    def draw(stage: int, band: int, age: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+        cond = model.curves_[0][stage][band].conditional(np.array([age]), u)[0]  # (g, K)
         cum = cond.sum(axis=1)
         r = rng.random(n)
         i = np.searchsorted(cum, r, side="left")
@@ -92,32 +99,53 @@ def test_recursion_matches_brute_force_simulation():
         dest = (rng.random(n)[:, None] > np.cumsum(inc, axis=1)).sum(axis=1)
         return np.where(stuck, np.inf, u[i]), np.where(stuck, -1, dest)
 
-    cases = [(0, 0.0), (1, 5.0), (2, 30.0), (3, 2.0)]
-    stages = np.array([s for s, _ in cases])
-    ages = np.array([a for _, a in cases])
-    exact, _ = model.p_won(stages, ages, horizon)
-    n = 4000
-    for (s0, a0), p in zip(cases, exact):
+    # (stage, age in stage, deal age at stage entry)
+    cases = [(0, 0.0, 0.0), (1, 5.0, 3.0), (1, 2.0, 20.0), (2, 30.0, 10.0), (3, 2.0, 60.0)]
+    stages = np.array([s for s, _, _ in cases])
+    ages = np.array([a for _, a, _ in cases])
+    entry = np.array([e for _, _, e in cases])
+    exact, _ = model.p_won(stages, ages, horizon, entry_age_days=entry)
+    n = 20_000
+    for (s0, a0, e0), p in zip(cases, exact):
         t = np.zeros(n)
         stage = np.full(n, s0)
         age = np.full(n, a0)
+        band = model.band(stage, np.full(n, e0))
         won = np.zeros(n, dtype=bool)
         live = np.ones(n, dtype=bool)
         while live.any():
             for s in np.unique(stage[live]):
-                idx = np.flatnonzero(live & (stage == s))
-                for a in np.unique(age[idx]):
-                    j = idx[age[idx] == a]
-                    dt, dest = draw(int(s), float(a), len(j))
-                    t[j] += dt
-                    stage[j] = dest
-                    age[j] = 0.0
+                for b in np.unique(band[live & (stage == s)]):
+                    idx = np.flatnonzero(live & (stage == s) & (band == b))
+                    for a in np.unique(age[idx]):
+                        j = idx[age[idx] == a]
+                        dt, dest = draw(int(s), int(b), float(a), len(j))
+                        t[j] += dt
+                        stage[j] = dest
+                        age[j] = 0.0
+                        # the next stage is entered at the deal's age then
+                        band[j] = model.band(np.maximum(dest, 0), e0 + a0 + t[j])
             over = live & (t > horizon)
             live &= ~over
             won |= live & (stage == n_open)
             live &= (stage >= 0) & (stage < n_open)
         se = np.sqrt(p * (1 - p) / n)
-        assert abs(won.mean() - p) < 4 * se + 0.01, (s0, a0, won.mean(), p)
+        assert abs(won.mean() - p) < 4 * se + 0.004, (s0, a0, e0, won.mean(), p)
+
+
+def test_entry_age_bands_change_the_forecast_only_through_the_bands():
+    """One band is the plain chain; bands make slow deals (old at entry) less likely to win."""
+    data = simulate(3000, seed=8, days=400, layout="events").funnel()
+    plain = SemiMarkovFunnel(age_classes=1).fit(data)
+    banded = SemiMarkovFunnel(age_classes=3).fit(data)
+    stage = np.array([1, 1, 2, 2])
+    age = np.array([3.0, 3.0, 5.0, 5.0])
+    entry = np.array([2.0, 40.0, 10.0, 90.0])
+    p1, e1 = plain.p_won(stage, age, 90.0, entry_age_days=entry)
+    assert p1[0] == p1[1] and p1[2] == p1[3]  # the plain chain ignores the entry age
+    p3, e3 = banded.p_won(stage, age, 90.0, entry_age_days=entry)
+    assert p3[0] > p3[1] and p3[2] > p3[3]  # deals that were slow so far are slower to win
+    assert (p3 <= e3 + 1e-12).all() and (p1 <= e1 + 1e-12).all()
 
 
 def test_single_stage_exponential_closed_form():
@@ -144,6 +172,96 @@ def test_single_stage_exponential_closed_form():
     p, ever = model.p_won(np.zeros(3, dtype=int), np.array([0.0, 5.0, 20.0]), 15.0)
     np.testing.assert_allclose(p, 0.5 * (1 - np.exp(-1.5)), atol=0.02)
     np.testing.assert_allclose(ever, 0.5, atol=0.02)
+
+
+def test_model_incidence_is_the_aalen_johansen_estimate():
+    """The lean incidence the model uses equals the estimator core's (weighted, many groups)."""
+    from funnelstats._estimators import aalen_johansen, event_table
+    from funnelstats._forecast_model import _cif
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    table = event_table(
+        rng.integers(0, 60, n),
+        rng.integers(0, 4, n),
+        groups=rng.integers(0, 6, n),
+        n_groups=8,  # two empty groups
+        n_causes=3,
+        weights=rng.poisson(1.0, n) * rng.lognormal(0, 1, n),
+    )
+    with np.errstate(all="ignore"):
+        ref = aalen_johansen(table).cif
+    np.testing.assert_allclose(_cif(table), np.nan_to_num(ref), atol=1e-12)
+
+
+def test_bootstrap_refits_spread_like_the_binomial_standard_error():
+    """Poisson-bootstrap refits: the spread of the eventual win rate is its binomial SE."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    created = start + pd.to_timedelta(rng.uniform(0, 300, n), unit="D")
+    stay = pd.to_timedelta(rng.exponential(5.0, n), unit="D")
+    outcome = np.where(rng.random(n) < 0.3, "Won", "Lost")
+    ev = pd.DataFrame(
+        {
+            "deal_id": np.repeat(np.arange(n), 2).astype(str),
+            "stage": np.column_stack([np.full(n, "Open"), outcome]).ravel(),
+            "entered_at": np.column_stack([created, created + stay]).ravel(),
+        }
+    )
+    export = start + pd.Timedelta(days=300)
+    ev = ev[ev["entered_at"] <= export]
+    data = fs.FunnelData.from_events(
+        ev, pipeline=fs.Pipeline(["Open"], won=["Won"], lost=["Lost"]), exported_at=export
+    )
+    model = SemiMarkovFunnel().fit(data)
+    _, ever = model.p_won(np.zeros(1, dtype=int), np.zeros(1), 10.0)
+    reps = np.array(
+        [
+            model.reweighted(rng.poisson(1.0, data.n_deals).astype(float)).p_won(
+                np.zeros(1, dtype=int), np.zeros(1), 10.0
+            )[1][0]
+            for _ in range(300)
+        ]
+    )
+    closed = int((data.deals["outcome"] != "open").sum())
+    se = np.sqrt(ever[0] * (1 - ever[0]) / closed)
+    assert reps.mean() == pytest.approx(ever[0], abs=se / 2)
+    assert reps.std(ddof=1) == pytest.approx(se, rel=0.2)
+
+
+def test_bootstrap_widens_the_interval_not_the_expectation(sample):
+    a = fs.forecast_bookings(sample, as_of="2024-08-31", n_sims=4000, seed=2, n_boot=0)
+    b = fs.forecast_bookings(sample, as_of="2024-08-31", n_sims=4000, seed=2, n_boot=40)
+    ta, tb = a.frame.set_index("component"), b.frame.set_index("component")
+    assert ta["expected"].tolist() == tb["expected"].tolist()
+    for comp in ("open_pipeline", "new_deals", "total"):
+        assert tb.loc[comp, "p90"] - tb.loc[comp, "p10"] > ta.loc[comp, "p90"] - ta.loc[comp, "p10"]
+    assert any("bootstrap" in n for n in b.notes) and not any("bootstrap" in n for n in a.notes)
+    with pytest.raises(ValueError, match="n_boot"):
+        fs.forecast_bookings(sample, n_boot=1)
+
+
+def test_value_weighted_probabilities_forecast_amounts_without_the_size_bias():
+    """Big deals win less often: amount x P(count) overstates bookings, the value-weighted
+    probabilities do not (open deals at several cut-offs against their uncensored fate)."""
+    sim = simulate(6000, seed=13, days=720, layout="events")
+    data = sim.funnel()
+    truth = sim.outcomes.set_index("deal_id")
+    value = count = real = 0.0
+    for c in pd.date_range("2024-07-01", "2025-09-01", freq="60D", tz="UTC"):
+        fc = fs.forecast_bookings(
+            data, as_of=c, n_sims=1, include_new=False, amount_bands=1, n_boot=0
+        )
+        d = fc.deals
+        t = truth.loc[d["deal_id"]]
+        won = ((t["outcome"] == "won") & (t["closed_at"] <= c + pd.Timedelta("90D"))).to_numpy()
+        real += float((d["amount"].to_numpy() * won).sum())
+        value += float(d["expected_amount"].sum())
+        count += float((d["amount"] * d["p_won"]).sum())
+        np.testing.assert_allclose(d["expected_amount"], d["amount"] * d["p_won_value"])
+    assert abs(value / real - 1) < 0.12
+    assert count / real - 1 > 0.15
 
 
 # ------------------------------------------------------------- no peeking

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -94,3 +96,35 @@ def test_forecast_velocity_and_errors(sim, hand10):
         fs.forecast_win_rate(hand10)
     with pytest.raises(ValueError, match="periods"):
         fs.forecast_velocity(sim.funnel(), periods=0)
+
+
+def test_velocity_parts_are_the_public_estimates(sim):
+    """One definition of each number: win_rate(cohort=) at the maturity horizon, which is
+    the Kaplan-Meier 90%-closed time (lifelines), and the cycle against uncensored truth."""
+    from lifelines import KaplanMeierFitter
+
+    data = sim.funnel()
+    v = fs.velocity(data)
+    d = data.deals
+    end = d["closed_at"].where(d["outcome"] != "open", data.exported_at)
+    dur = (end - d["created_at"]).dt.total_seconds() / 86_400
+    km = KaplanMeierFitter().fit(dur, event_observed=d["outcome"] != "open")
+    with warnings.catch_warnings():  # lifelines reads the quantile off the step function
+        warnings.simplefilter("ignore")
+        q90 = km.percentile(0.1)
+    assert v.t_mature == pytest.approx(q90, abs=1e-6)
+    wr = fs.win_rate(data, cohort="M", from_stage="Prospecting", horizon=v.t_mature)
+    f = v.frame[v.frame["mature"]].set_index("period")
+    w = wr.frame.set_index("cohort").loc[f.index]
+    np.testing.assert_allclose(f["win_rate"], w["win_rate"])
+    np.testing.assert_allclose(f["ci_lower"], w["ci_lower"])
+    # the cycle: mean days from creation to win among deals won within the horizon
+    out = sim.outcomes
+    days = (out["closed_at"] - out["created_at"]).dt.total_seconds() / 86_400
+    won = (out["outcome"] == "won") & (days <= v.t_mature)
+    period = out["created_at"].dt.tz_localize(None).dt.to_period("M")
+    g = days[won].groupby(period[won])
+    truth, se = g.mean().loc[f.index], (g.std() / np.sqrt(g.size())).loc[f.index]
+    z = (f["cycle_days"] - truth) / se
+    assert (np.abs(z) < 4).all(), z
+    assert abs(z.mean()) < 3 / np.sqrt(len(z))
