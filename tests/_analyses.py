@@ -169,7 +169,7 @@ def check_all(data: fs.FunnelData, results: dict[str, Any]) -> None:
     assert (fb["expected"].dropna() >= 0).all()
     assert (fb["expected_wins"] <= fb["n_deals"] + 1e-9).all()
     wp = results["weighted_pipeline"].frame
-    in_unit_interval("weighted_pipeline.probability", wp["probability"])
+    in_unit_interval("weighted_pipeline.probability", wp["probability"])  # (or NaN, noted)
     np.testing.assert_allclose(
         wp["weighted_amount"].to_numpy(dtype=float),
         (wp["amount"] * wp["probability"]).to_numpy(dtype=float),
