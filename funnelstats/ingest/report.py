@@ -58,6 +58,11 @@ RULES: dict[str, Rule] = _rules(
         "files, a damaged archive, binary data such as an image).",
     ),
     Rule(
+        "unknown_layout",
+        "error",
+        "fs.read cannot tell which CRM wrote the export; the error lists each layout's columns.",
+    ),
+    Rule(
         "no_usable_rows",
         "error",
         "Every row was quarantined (or the export has no dated rows); the error names the "
