@@ -91,7 +91,8 @@ def cohort_table(
         else:
             wr, lo, hi, cycle = 0.0, np.nan, np.nan, np.nan
         won_in = sel & (outcome == C.WON) & (dur <= t_m)
-        avg_won = float(np.nanmean(amount[won_in])) if won_in.any() else np.nan
+        won_amounts = amount[won_in & ~np.isnan(amount)]  # (none known: NaN, no warning)
+        avg_won = float(won_amounts.mean()) if len(won_amounts) else np.nan
         state = last_row_at(hs, min(p_end, export))
         open_deals = int(np.count_nonzero((state >= 0) & (hs.kind[np.maximum(state, 0)] == 0)))
         mature = follow >= t_mature

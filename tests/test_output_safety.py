@@ -26,7 +26,7 @@ import pytest
 from _analyses import run_all
 from _corpus import CASES, HOSTILE, READABLE, kwargs, source
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import funnelstats as fs
@@ -156,9 +156,80 @@ def test_html_escapes_fuzzed_names(names, segment):
         assert_safe_html(res._repr_html_(), [segment])
 
 
+#: What the HTML report may hold: its own layout, charts as PNG data, links to its sections.
+REPORT_TAGS = TAGS | {
+    "html",
+    "head",
+    "meta",
+    "title",
+    "body",
+    "header",
+    "footer",
+    "main",
+    "nav",
+    "section",
+    "figure",
+    "figcaption",
+    "img",
+    "a",
+    "dl",
+    "dt",
+    "dd",
+    "ol",
+}
+
+
+def assert_safe_report_html(html: str, names: list[str]) -> None:
+    """The HTML report: no script, no handler, images only inline PNG, links only inside."""
+    low = html.lower()
+    for bad in ("<script", "<svg", "<iframe", "<object", "<embed", "<form", "<base"):
+        assert bad not in low, bad
+    parser = _Tags()
+    parser.feed(html)
+    parser.close()
+    assert set(parser.tags) <= REPORT_TAGS, set(parser.tags) - REPORT_TAGS
+    for attr in parser.attrs:
+        key, _, value = attr.partition("=")
+        assert not key.lower().startswith("on"), attr
+        if key == "src":
+            assert value.startswith("data:image/png;base64,"), attr[:60]
+        if key == "href":
+            assert value.startswith("#"), attr
+    text = "".join(parser.text)
+    for name in names:
+        assert name in text, name
+
+
+@settings(max_examples=6)  # each example draws a whole report with its charts (~2 s)
+@given(hostile_names(5), st.sampled_from(PAYLOADS), st.sampled_from(PAYLOADS))
+def test_html_report_escapes_fuzzed_names(names, segment, owner):
+    stages, won, lost = names[:3], names[3], names[4]
+    rows = [
+        (names[0], stages[0], "2024-01-01", "100", segment, owner),
+        (names[0], stages[1], "2024-01-05", "100", segment, owner),
+        (names[0], won, "2024-01-20", "100", segment, owner),
+        (names[1], stages[0], "2024-01-02", "50", "plain", "x"),
+        (names[1], stages[2], "2024-01-09", "50", "plain", "x"),
+        (names[1], lost, "2024-01-12", "50", "plain", "x"),
+        (names[2], stages[0], "2024-01-03", "70", segment, owner),
+        (names[2], stages[1], "2024-01-15", "70", segment, owner),
+    ]
+    cols = ["deal_id", "stage", "timestamp", "amount", "segment", "owner"]
+    data = fs.read_events(
+        pd.DataFrame(rows, columns=cols), pipeline=fs.Pipeline(stages, won=[won], lost=[lost])
+    )
+    rep = fs.make_report(data, by="segment", n_sims=50, generated_at="2024-03-01")
+    assert_safe_report_html(rep.html(), [*stages, segment])
+    assert_safe_html(rep._repr_html_(), [])
+
+
 def test_html_check_can_fail():
     with pytest.raises(AssertionError):
         assert_safe_html("<div><img src=x onerror=alert(1)></div>", [])
+    with pytest.raises(AssertionError):
+        assert_safe_report_html('<figure><img src="http://x/y.png"></figure>', [])
+    with pytest.raises(AssertionError):
+        assert_safe_report_html('<a href="javascript:alert(1)">x</a>', [])
     with pytest.raises(AssertionError):
         assert_safe_html("<div>&lt;b&gt;</div>", ["<b>x"])
 
@@ -298,7 +369,10 @@ def test_cli_validate_answers_every_hostile_file(tmp_path, case):
         assert result.exit_code == (2 if r[3] else 1 if r[2] else 0)
 
 
-@pytest.mark.parametrize("name", ["html_names.csv", "formula_cells.csv", "unicode_stages.csv"])
+FAST = ["--format", "html", "--n-sims", "50", "--generated-at", "2024-03-01"]
+
+
+@pytest.mark.parametrize("name", ["html_names.csv", "formula_cells.csv"])
 def test_cli_report_writes_only_inside_out(tmp_path, name):
     from funnelstats.cli import main
 
@@ -306,13 +380,13 @@ def test_cli_report_writes_only_inside_out(tmp_path, name):
     work.mkdir()
     before = files_under(tmp_path)
     out = work / "out"
-    result = CliRunner().invoke(main, ["report", str(HOSTILE / name), "--out", str(out)])
+    result = CliRunner().invoke(main, ["report", str(HOSTILE / name), "--out", str(out), *FAST])
     assert result.exit_code == 0, result.output
     written = files_under(tmp_path) - before
     assert written and all(out.resolve() in p.resolve().parents for p in written)
     for p in written:
         if p.suffix == ".html":
-            assert_safe_html(p.read_text(encoding="utf-8"), [])
+            assert_safe_report_html(p.read_text(encoding="utf-8"), [])
 
 
 def test_cli_report_out_is_created_not_escaped(tmp_path, monkeypatch):
@@ -322,7 +396,8 @@ def test_cli_report_out_is_created_not_escaped(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path / "a")
     before = files_under(tmp_path)
-    result = CliRunner().invoke(main, ["report", "--sample", "--out", "x/../reports"])
+    export = str(HOSTILE / "utf8_bom.csv")
+    result = CliRunner().invoke(main, ["report", export, "--out", "x/../reports", *FAST])
     assert result.exit_code == 0, result.output
     target = (tmp_path / "a" / "reports").resolve()
     written = files_under(tmp_path) - before
