@@ -354,12 +354,16 @@ def test_cli_validate_answers_every_hostile_file(tmp_path, case):
 
     given = case.get("kwargs", {})
     pipe = given.get("pipeline", "pipeline.toml")
-    if "generate" in case or set(given) - {"pipeline"} or not isinstance(pipe, str):
-        pytest.skip("the command line takes the file and a pipeline file only")
+    options = {"tz": "--tz", "exported_at": "--exported-at"}
+    if "generate" in case or set(given) - {"pipeline", *options} or not isinstance(pipe, str):
+        pytest.skip("not an option of the command line (dayfirst=, strict=, ...)")
     path = source(case, tmp_path)
     args = ["validate", str(path)]
     if pipe != "infer":
         args += ["--pipeline", str(HOSTILE / pipe)]
+    for key, flag in options.items():
+        if key in given:
+            args += [flag, given[key]]
     result = CliRunner().invoke(main, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     if "error" in case:
@@ -367,6 +371,30 @@ def test_cli_validate_answers_every_hostile_file(tmp_path, case):
     else:
         r = case["rows"]
         assert result.exit_code == (2 if r[3] else 1 if r[2] else 0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_cli_quarantined_rows_file_holds_no_formulas(tmp_path, suffix):
+    from funnelstats.cli import main
+
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "deal_id,stage,timestamp,amount\n"
+        "A1,Lead,2024-01-02,1\n"
+        '"=HYPERLINK(""http://evil"",""x"")",Lead,not a date,@SUM(A1)\n'
+        "+cmd|' /C calc'!A0,Lead,,-2+3\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / f"quarantined{suffix}"
+    args = ["validate", str(export), "--pipeline", str(HOSTILE / "pipeline.toml")]
+    result = CliRunner().invoke(main, [*args, "--quarantined", str(out)])
+    assert result.exit_code == 2, result.output
+    if suffix == ".csv":
+        assert_no_formulas_csv(out)
+        text = out.read_text(encoding="utf-8")
+        assert "'=HYPERLINK" in text and "'+cmd" in text and "'@SUM(A1)" in text
+    else:
+        assert_no_formulas_xlsx(out)
 
 
 FAST = ["--format", "html", "--n-sims", "50", "--generated-at", "2024-03-01"]

@@ -692,6 +692,8 @@ def _drop_invisible(
 
     Names in ``known`` (the pipeline's stages, spelled as given) are left as they are.
     """
+    if not _maybe_invisible(values):
+        return values
     has = values.str.contains(_INVISIBLE, regex=True).to_numpy(dtype=bool, na_value=False)
     if has.any() and known:
         has &= ~values.isin(known).to_numpy(dtype=bool, na_value=False)
@@ -709,6 +711,22 @@ def _drop_invisible(
         cleaned,
     )
     return cleaned
+
+
+def _maybe_invisible(values: pd.Series) -> bool:
+    """False when the text is plain ASCII without control characters (a scan of its bytes)."""
+    try:
+        chunks = values.array.__arrow_array__().chunks
+    except (AttributeError, TypeError):  # pragma: no cover - not arrow-backed: check it all
+        return True
+    for chunk in chunks:
+        buf = chunk.buffers()[2]
+        if buf is None:
+            continue
+        b = np.frombuffer(buf, dtype=np.uint8)
+        if ((b < 0x20) & (b != 0x09) & (b != 0x0A) & (b != 0x0D)).any() or (b >= 0x7F).any():
+            return True
+    return False
 
 
 def _case_key(name: str) -> str:
