@@ -369,7 +369,16 @@ def _decimal_convention(
         ]
     separated = s.str.contains(r"\d[.,]\d").to_numpy(dtype=bool, na_value=False) & ~missing
     pos = np.flatnonzero(separated)
-    again = np.array([_clean_amount(str(v), decimal=",") for v in s.iloc[pos]], dtype=np.float64)
+    sub = s.iloc[pos]
+    # the plain shape (-1.234,50) at once; currency marks and signs value by value
+    plain = sub.str.fullmatch(r"-?\d{1,3}(?:\.\d{3})*(?:,\d+)?|-?\d+(?:,\d+)?").to_numpy(
+        dtype=bool, na_value=False
+    )
+    again = np.full(len(pos), np.nan)
+    again[plain] = pd.to_numeric(
+        sub[plain].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    ).to_numpy(dtype=np.float64)
+    again[~plain] = [_clean_amount(str(v), decimal=",") for v in sub[~plain]]
     ok = ~np.isnan(again)
     changed = pos[ok][~(again[ok] == x[pos[ok]])]
     x[pos[ok]] = again[ok]
