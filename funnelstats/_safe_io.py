@@ -215,10 +215,22 @@ def write_table(frame: pd.DataFrame, path: str | PathLike[str], *, index: bool =
             raise ImportError(
                 "writing .xlsx needs openpyxl: pip install 'funnelstats[xlsx]'"
             ) from None
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+        def xml_safe(value: Any) -> Any:
+            # control characters XML cannot hold become U+FFFD (visible; and replacing
+            # rather than removing them cannot turn "\x08=1+1" into a formula)
+            if isinstance(value, str):
+                return ILLEGAL_CHARACTERS_RE.sub("\ufffd", value)
+            return value
+
         buf = io.BytesIO()
         for col in safe.columns:
             if isinstance(safe[col].dtype, pd.DatetimeTZDtype):
                 safe[col] = safe[col].dt.tz_localize(None)
+            elif _is_text(safe[col]):
+                safe[col] = safe[col].astype(object).map(xml_safe).astype(object)
+        safe.columns = [xml_safe(c) for c in safe.columns]
         safe.to_excel(buf, index=False, engine="openpyxl")
         data = buf.getvalue()
     else:

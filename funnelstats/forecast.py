@@ -218,6 +218,12 @@ def weighted_pipeline(
             "given": "stage probabilities as given",
         }[source]
     ]
+    unknown = sorted(snap.loc[np.isnan(p), C.STAGE].astype(str).unique())
+    if unknown:
+        notes.append(
+            f"no probability for stage(s) {unknown} (no closed deal reached them): their deals' "
+            "probability and weighted amount are NaN and left out of the total"
+        )
     return WeightedPipeline(
         frame=frame, as_of=ts, source=source, probabilities=probs, notes=tuple(notes)
     )

@@ -345,7 +345,9 @@ def time_in_stage(
         "tau",
         "naive_mean_closed",
     ]
-    body = pd.DataFrame(rows, columns=cols)
+    body = pd.DataFrame(rows, columns=cols).astype(
+        {c: np.int64 if c.startswith("n_") or c == "key" else np.float64 for c in cols}
+    )
     frame = pd.concat(
         [pd.DataFrame(fit.id_columns(body["key"].to_numpy())), body.drop(columns="key")], axis=1
     )
@@ -365,7 +367,9 @@ def time_in_stage(
         + (" (tau given)" if tau is not None else " (tau = shortest group's longest stay)"),
         *_repeat_note(sel.n_repeat, repeats),
     ]
-    if np.isinf(frame["median"]).any():
+    if not len(frame):
+        notes.append("no stays in an open stage: nothing to estimate")
+    if np.isinf(frame["median"].to_numpy()).any():
         notes.append("median inf: fewer than half the stays have left the stage (not reached)")
     return TimeInStage(frame=frame, notes=tuple(notes), logrank=lr, by=by, alpha=alpha, _fit=fit)
 

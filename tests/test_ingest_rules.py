@@ -288,6 +288,71 @@ def test_undated_deal_note():
     assert d.as_of("2024-01-31").n_deals == 1
 
 
+def test_far_future_rows_do_not_move_the_export_date(tmp_path):
+    days = "".join(f"D{i},Lead,2024-01-{i + 1:02d},1\n" for i in range(30))
+    d, _ = read_csv_text(tmp_path, days + "D0,Demo,2099-12-31,1\n")
+    r = balanced(d.report)
+    assert r.count("far_future") == 1 and r.quarantined["row"].tolist() == [32]
+    assert d.exported_at == pd.Timestamp("2024-01-30", tz="UTC")
+    assert "'2099-12-31'" in r.quarantined["reason"].iloc[0]
+    # less than a year after the rest: a real row, kept
+    d, _ = read_csv_text(tmp_path, days + "D0,Demo,2024-12-31,1\n")
+    assert d.report.count("far_future") == 0
+    assert d.exported_at == pd.Timestamp("2024-12-31", tz="UTC")
+    # many rows after the gap (more than 10 and 1%): a period of its own, kept
+    late = "".join(f"D{i},Demo,2026-01-{i + 1:02d},1\n" for i in range(12))
+    d, _ = read_csv_text(tmp_path, days + late)
+    assert d.report.count("far_future") == 0
+    # with exported_at= the caller decides: after it is after_export, before it is kept
+    d, _ = read_csv_text(tmp_path, days + "D0,Demo,2099-12-31,1\n", exported_at="2100-01-01")
+    assert d.report.count("far_future") == 0 and len(d.history) == 31
+
+
+def test_invisible_characters_removed_from_ids_and_stages(tmp_path):
+    body = "A\u200b1,Lead,2024-01-01,1\nA1,Demo\u202e,2024-01-02,1\nA1,Won,2024-01-03,1\n"
+    d, _ = read_csv_text(tmp_path, body)
+    r = balanced(d.report)
+    assert r.count("invisible_character") == 2 and r.rows_repaired == 2
+    assert d.deals["deal_id"].tolist() == ["A1"] and d.deals["outcome"].tolist() == ["won"]
+    assert r.repairs.loc[r.repairs["row"] == 2, "original"].iloc[0] == "A\u200b1"
+
+
+def test_stage_unicode_form(tmp_path):
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "Démo")
+    pipe = Pipeline(["Lead", "Démo"], won=["Won"], lost=["Lost"])
+    d, _ = read_csv_text(tmp_path, f"A,Lead,2024-01-01,1\nA,{nfd},2024-01-02,1\n", pipeline=pipe)
+    assert balanced(d.report).count("stage_unicode_form") == 1
+    assert d.events["stage"].astype(str).tolist() == ["Lead", "Démo"]
+
+
+def test_stage_case_variant(tmp_path):
+    body = "A,lead,2024-01-01,1\nA,DEMO,2024-01-02,1\nB,Lead,2024-01-01,1\nB,won,2024-01-03,1\n"
+    d, _ = read_csv_text(tmp_path, body)
+    assert balanced(d.report).count("stage_case_variant") == 3
+    assert d.events["stage"].astype(str).tolist() == ["Lead", "Demo", "Lead", "Won"]
+    # without a pipeline, the most frequent spelling wins
+    d, _ = read_csv_text(tmp_path, body + "C,lead,2024-01-01,1\n", pipeline=None)
+    assert d.report.count("stage_case_variant") == 1 and "Lead" not in d.pipeline.order
+    # punctuation is not a case variant: suggested, never merged
+    with pytest.raises(FunnelDataError, match="did you mean 'Demo'"):
+        read_csv_text(tmp_path, "A,Lead,2024-01-01,1\nA,De-mo,2024-01-02,1\n")
+
+
+def test_no_usable_rows_names_the_first_reason(tmp_path):
+    with pytest.raises(FunnelDataError) as e:
+        read_csv_text(tmp_path, "A,Lead,someday,1\nB,Lead,,1\n")
+    err = e.value
+    assert err.rule == "no_usable_rows" and err.row == 2 and err.column == "timestamp"
+    assert "'someday'" in str(err)
+
+
+def test_counts_add_up_a_rule_that_fired_twice(tmp_path):
+    d, _ = read_csv_text(tmp_path, "A,Lead,2024-01-01,1\nA,Demo\nA,Won\nA,Lost,2024-01-05,1\n")
+    assert d.report.counts["malformed_row"] == d.report.count("malformed_row") == 2
+
+
 def test_every_rule_is_tested():
     import pathlib
 

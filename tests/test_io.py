@@ -123,6 +123,7 @@ def test_read_detects_layout_or_lists_known(tmp_path):
         fs.read(p)
     msg = str(e.value)
     assert "salesforce" in msg and "generic" in msg and "['bar', 'foo']" in msg
+    assert e.value.rule == "unknown_layout"
     p2 = tmp_path / "g.csv"
     p2.write_text(CSV)
     assert fs.read(p2, pipeline=PIPE).report.layout == "generic"

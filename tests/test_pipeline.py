@@ -109,10 +109,14 @@ def test_case_twins_reported_when_inferring():
 
     df = pd.DataFrame(
         {
-            "deal_id": ["a", "a", "b"],
-            "stage": ["Demo", "Won", "demo"],
-            "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03"],
+            "deal_id": ["a", "a", "b", "c"],
+            "stage": ["Demo", "Won", "De-mo", "demo"],
+            "timestamp": ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"],
         }
     )
     d = fs.read_events(df)
-    assert any("'Demo' ~ 'demo'" in n for n in d.report.notes)
+    # names differing in punctuation are kept apart and reported ...
+    assert any("'Demo' ~ 'De-mo'" in n for n in d.report.notes)
+    # ... names differing only in case are one stage (a counted repair)
+    assert d.report.count("stage_case_variant") == 1
+    assert "demo" not in d.pipeline.order

@@ -8,6 +8,7 @@ import gzip
 import io
 import lzma
 import os
+import re
 import zipfile
 from dataclasses import dataclass, field
 from os import PathLike
@@ -194,6 +195,12 @@ def _decode(raw: bytes, encoding: str | None, name: str, notes: list[str]) -> st
     elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = raw.decode("utf-16")
         notes.append("decoded as UTF-16")
+    elif (utf16 := _utf16_without_bom(raw)) is not None:
+        text = raw.decode(utf16, errors="replace")
+        notes.append(
+            f"decoded as UTF-16 ({'little' if utf16.endswith('le') else 'big'}-endian, no "
+            "byte-order mark). Pass encoding= to choose"
+        )
     else:
         try:
             text = raw.decode("utf-8")
@@ -214,6 +221,44 @@ def _decode(raw: bytes, encoding: str | None, name: str, notes: list[str]) -> st
     return text
 
 
+def _utf16_without_bom(raw: bytes) -> str | None:
+    """``"utf-16-le"`` / ``"utf-16-be"`` when text looks like UTF-16 written without a BOM."""
+    head = raw[:4096]
+    if len(head) < 8 or b"\x00" not in head:
+        return None
+    even, odd = head[0::2], head[1::2]
+    if odd.count(0) > 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+        return "utf-16-le"
+    if even.count(0) > 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+        return "utf-16-be"
+    return None
+
+
+_CONTROL = {chr(c) for c in range(32)} - {"\t", "\n", "\r"}
+
+
+def _check_text(text: str, raw: bytes, name: str) -> None:
+    """Refuse binary data (an image, a PDF, an Excel file under another name)."""
+    head = text[:4096]
+    if sum(ch in _CONTROL for ch in head) > max(8, 0.05 * len(head)):
+        kind = next((k for m, k in _BINARY_MAGIC.items() if raw.startswith(m)), "binary data")
+        raise FunnelDataError(
+            f"this is {kind}, not a text table; funnelstats reads CSV, TSV, XLSX and "
+            "Parquet (optionally gzip, bz2, xz or zip compressed)",
+            file=name,
+            rule="unsupported_input",
+        )
+
+
+_BINARY_MAGIC = {
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"SQLite format 3": "an SQLite database",
+}
+
+
 def _sniff_delimiter(header: str) -> str:
     counts = {d: 0 for d in (",", ";", "\t", "|")}
     quoted = False
@@ -227,21 +272,26 @@ def _sniff_delimiter(header: str) -> str:
 
 
 def _dedupe(names: list[str], notes: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+    """Unique column names: a repeated name gets the first free ``.1``, ``.2``, ...
+
+    A suffixed name is never one the header already has, so no column loses its name.
+    """
+    taken = set(names)
+    used: set[str] = set()
     out = []
     renamed = []
     for n in names:
-        if n in seen:
-            seen[n] += 1
-            new = f"{n}.{seen[n]}"
-            while new in seen:
-                seen[n] += 1
-                new = f"{n}.{seen[n]}"
+        if n in used:
+            j = 1
+            while f"{n}.{j}" in taken:
+                j += 1
+            new = f"{n}.{j}"
+            taken.add(new)
             renamed.append(f"{n!r} -> {new!r}")
-            seen[new] = 0
+            used.add(new)
             out.append(new)
         else:
-            seen[n] = 0
+            used.add(n)
             out.append(n)
     if renamed:
         notes.append("duplicate column names renamed: " + ", ".join(renamed))
@@ -256,7 +306,16 @@ def _read_text(
     text = _decode(raw, encoding, name, notes)
     if not text.strip():
         raise FunnelDataError("the file is empty", file=name, rule="empty_file")
+    _check_text(text, raw, name)
     first_line = text.split("\n", 1)[0].rstrip("\r")
+    sep = _SEP_LINE.fullmatch(first_line)
+    if sep:  # Excel's "sep=;" hint line: it names the delimiter and is not the header
+        delimiter = delimiter or sep.group(1)
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        first_line = text.split("\n", 1)[0].rstrip("\r")
+        notes.append(f"first line {sep.group(0)!r} read as the delimiter (as Excel does)")
+        if not text.strip():
+            raise FunnelDataError("the file has no header row", file=name, rule="empty_file")
     delim = delimiter or _sniff_delimiter(first_line)
     if delim != ",":
         notes.append(f"delimiter {delim!r}")
@@ -273,23 +332,34 @@ def _read_text(
         return "skip"
 
     frame = None
+    # pyarrow skips blank lines (shifting the row numbers after them) and reads a quote that
+    # is never closed to the end of the file (swallowing the rows after it): such files take
+    # the exact path, which numbers rows as a spreadsheet does and sets the broken row aside
+    exact = _has_blank_line(text) or text.count('"') % 2 == 1
     try:
-        table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False
-            ),
-        )
-        if not invalid:
-            frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
-            rows = np.arange(len(frame)) + 2
-            malformed: list[tuple[int, str, str]] = []
+        if not exact:
+            table = pacsv.read_csv(
+                io.BytesIO(data),
+                read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
+                parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, strings_can_be_null=False
+                ),
+            )
+            if not invalid:
+                frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+                rows = np.arange(len(frame)) + 2
+                malformed: list[tuple[int, str, str]] = []
     except (pa.ArrowInvalid, pa.ArrowException):
         frame = None
-    if frame is None:  # quoted newlines, ragged rows: the exact but slower path
-        frame, rows, malformed = _read_text_python(text, names, delim)
+    if frame is None:  # quoted newlines, ragged rows, blank lines, open quotes: the exact path
+        frame, rows, malformed, blank = _read_text_python(text, names, delim)
+        if blank:
+            shown = ", ".join(map(str, blank[:5])) + (", ..." if len(blank) > 5 else "")
+            notes.append(
+                f"{len(blank)} blank line(s) skipped (row {shown}); rows are numbered as a "
+                "spreadsheet shows them, blank lines included"
+            )
     if len(frame) == 0 and not malformed:
         raise FunnelDataError(
             "the file has a header but no data rows", file=name, rule="header_only"
@@ -297,33 +367,99 @@ def _read_text(
     return Table(frame, name, rows, malformed=malformed, notes=notes)
 
 
+_SEP_LINE = re.compile(r"\s*sep=(.)\s*")
+_MAX_REREADS = 1000
+
+
+def _has_blank_line(text: str) -> bool:
+    """A blank line before the last record (blank lines at the very end shift nothing)."""
+    body = text.rstrip("\r\n")
+    return "\n\n" in body or "\n\r\n" in body or "\r\r" in body
+
+
 def _read_text_python(
     text: str, names: list[str], delim: str
-) -> tuple[pd.DataFrame, np.ndarray, list[tuple[int, str, str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
-    next(reader)
+) -> tuple[pd.DataFrame, np.ndarray, list[tuple[int, str, str]], list[int]]:
+    """Every record with its row number (header = 1, as a spreadsheet counts).
+
+    Records with a different number of fields are set aside as malformed; blank lines are
+    skipped (and returned). A quote opened in a record and never closed would make the rest
+    of the file one cell: that record (its first line) is set aside and the lines after it
+    are read again as records.
+    """
+    lines = io.StringIO(text, newline="").readlines()
     width = len(names)
     good: list[list[str]] = []
     rows: list[int] = []
     malformed: list[tuple[int, str, str]] = []
+    blank: list[int] = []
     csv.field_size_limit(1 << 30)
-    for i, rec in enumerate(reader):
-        row = i + 2
-        if not rec or (len(rec) == 1 and rec[0] == "" and width > 1):
-            malformed.append((row, "", "empty line"))
-            continue
-        if len(rec) != width:
-            malformed.append(
-                (row, delim.join(rec)[:200], f"{len(rec)} fields where the header has {width}")
+    start_line, row = 1, 2  # after the header line; the first data row is row 2
+    for _ in range(_MAX_REREADS):
+        reader = csv.reader(lines[start_line:], delimiter=delim)
+        record_start = 0
+        last: tuple[int, int, int] | None = None  # (row, first line, position in good or -1)
+        for rec in reader:
+            first = start_line + record_start
+            record_start = reader.line_num
+            if not rec:
+                blank.append(row)
+                row += 1
+                continue
+            if len(rec) == 1 and rec[0] == "" and width > 1:
+                blank.append(row)
+            elif len(rec) != width:
+                malformed.append(
+                    (row, delim.join(rec)[:200], f"{len(rec)} fields where the header has {width}")
+                )
+                last = (row, first, -1)
+            else:
+                good.append(rec)
+                rows.append(row)
+                last = (row, first, len(good) - 1)
+            row += 1
+        if last is None or not _ends_in_open_quote(lines[last[1] :], delim):
+            break
+        # the last record runs to the end of the file inside a quote: set its first line aside
+        bad_row, bad_line, at = last
+        if at >= 0:
+            good.pop()
+            rows.pop()
+        else:
+            malformed.pop()
+        swallowed = len(lines) - bad_line - 1
+        malformed.append(
+            (
+                bad_row,
+                lines[bad_line].rstrip("\r\n")[:200],
+                "a quote opened in this row is never closed"
+                + (
+                    f"; the {swallowed} line(s) after it are read as rows of their own"
+                    if swallowed
+                    else " (is the file cut short?)"
+                ),
             )
-            continue
-        good.append(rec)
-        rows.append(row)
+        )
+        start_line, row = bad_line + 1, bad_row + 1
+        if start_line >= len(lines):
+            break
+    last_row = max([r for r, _, _ in malformed] + rows[-1:], default=0)
+    blank = [b for b in blank if b < last_row]  # blank lines at the end are no rows
     cols = list(zip(*good)) if good else [()] * width
     frame = pd.DataFrame(
         {n: pd.array(list(c), dtype="string[pyarrow]") for n, c in zip(names, cols)}
     )
-    return frame, np.asarray(rows, dtype=np.int64), malformed
+    return frame, np.asarray(rows, dtype=np.int64), malformed, blank
+
+
+def _ends_in_open_quote(lines: list[str], delim: str) -> bool:
+    """True when these lines (one record to the end of the file) leave a quote open."""
+    try:
+        for _ in csv.reader(lines, delimiter=delim, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _read_parquet(raw: bytes, name: str, notes: list[str]) -> Table:

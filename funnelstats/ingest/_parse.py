@@ -148,7 +148,7 @@ def parse_timestamps(
                 result.ambiguous_example = int(np.flatnonzero(slash)[0])
                 dayfirst = True  # parsed anyway; the caller raises
         day, month = (a, b) if dayfirst else (b, a)
-        rest = parts[3].fillna("").astype(str).str.strip()
+        rest = _twelve_hour(parts[3].fillna("").astype(str).str.strip())
         iso = (
             pd.Series(y, dtype=str)
             + "-"
@@ -164,6 +164,24 @@ def parse_timestamps(
         sub = _parse_iso(s[other].reset_index(drop=True), tz)
         _put(result, np.flatnonzero(other), sub)
     return result
+
+
+_AM_PM = r"^(\d{1,2})(:\d{2}(?::\d{2}(?:[.,]\d+)?)?)\s*([AaPp])\.?\s*[Mm]\.?$"
+
+
+def _twelve_hour(rest: pd.Series) -> pd.Series:
+    """Times of day like ``9:05 PM`` (US spreadsheets) as ``21:05``; others unchanged."""
+    parts = rest.str.extract(_AM_PM)
+    has = parts[0].notna().to_numpy()
+    if not has.any():
+        return rest
+    hour = pd.to_numeric(parts[0]).to_numpy()
+    pm = (parts[2].str.lower() == "p").to_numpy()
+    ok = has & (hour >= 1) & (hour <= 12)
+    h24 = np.where(pm, hour % 12 + 12, hour % 12)
+    out = rest.to_numpy(dtype=object).copy()
+    out[ok] = [f"{int(h):02d}{m}" for h, m in zip(h24[ok], parts[1].to_numpy()[ok])]
+    return pd.Series(out, index=rest.index, dtype=object)
 
 
 def _put(into: ParsedTimes, pos: np.ndarray, sub: ParsedTimes) -> None:
@@ -249,9 +267,17 @@ def _parse_numeric(x: np.ndarray, tz: str, notes: list[str]) -> ParsedTimes:
 # amounts
 
 _SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-_LEAD = re.compile(r"^[^\d(+\-.,]+")  # currency symbols / codes before the number
-_TRAIL = re.compile(r"[^\d).\-,]+$")  # ... and after it
+# a currency mark: symbols ($, €, US$), or a code or abbreviation of at most three letters
+# (EUR, CHF, Rs., kr, zł); longer words ("12 days") and formulas ("@SUM(A1)") are no amounts
+_SYMBOLS = "$€£¥₹₽₩¢₺₫₪₦₱฿₴₸₼₾₡₲₵₭₮₨"
+_LETTER = r"[^\W\d_]"
+_MARK = rf"(?:[{_SYMBOLS}]+|(?<!{_LETTER}){_LETTER}{{1,3}}(?!{_LETTER})\.?\s*[{_SYMBOLS}]*)"
+_LEAD = re.compile(rf"^{_MARK}\s*")  # before the number
+_TRAIL = re.compile(rf"\s*{_MARK}$")  # ... and after it
 _NUMERIC_TEXT = re.compile(r"[\d.,]+")
+# evidence of the decimal separator a column is written with
+_DECIMAL_COMMA = r"\d,\d{1,2}(?:$|[^\d,.])|\.\d{3},\d"  # 99,90 / 1.234,5
+_DECIMAL_POINT = r"\d\.(?:\d{1,2}|\d{4,})(?:$|[^\d,.])|,\d{3}\.\d"  # 99.90 / 1,234.5
 
 
 @dataclass
@@ -264,6 +290,7 @@ class ParsedAmounts:
     not_numeric: np.ndarray
     negative: np.ndarray
     not_finite: np.ndarray
+    notes: list[str] = field(default_factory=list)
 
 
 def parse_amounts(values: pd.Series) -> ParsedAmounts:
@@ -285,6 +312,7 @@ def parse_amounts(values: pd.Series) -> ParsedAmounts:
         )
         x = np.asarray(x, dtype=np.float64).copy()
         missing = np.isnan(x)
+        notes: list[str] = []
     else:
         s = _as_string_series(values)
         missing = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
@@ -303,17 +331,68 @@ def parse_amounts(values: pd.Series) -> ParsedAmounts:
             cleaned = np.array([_clean_amount(str(v)) for v in s.iloc[pos]], dtype=np.float64)
             ok = ~np.isnan(cleaned)
             x[pos[ok]] = cleaned[ok]
-            text[pos[ok]] = True
+            text[pos[ok & np.isfinite(cleaned)]] = True  # 1e309 is a number, too large
             not_numeric[pos[~ok]] = True
+        notes = _decimal_convention(values, x, missing, text, not_numeric)
     not_finite = np.isinf(x)
     x[not_finite] = np.nan
     negative = x < 0
     x[negative] = np.nan
-    return ParsedAmounts(x, missing, text, not_numeric, negative, not_finite)
+    return ParsedAmounts(x, missing, text, not_numeric, negative, not_finite, notes)
 
 
-def _clean_amount(v: str) -> float:
-    """Read an amount written as text; NaN when it is not clearly a number."""
+def _decimal_convention(
+    values: pd.Series,
+    x: np.ndarray,
+    missing: np.ndarray,
+    text: np.ndarray,
+    not_numeric: np.ndarray,
+) -> list[str]:
+    """Read a column written with decimal commas (``1.234,50``) as one convention.
+
+    Each value read on its own takes ``2.500`` as 2.5; in a column whose other
+    values show decimal commas (``99,90``, ``1.234,50``) and none show decimal
+    points, it means 2500. Such values are read again (in place) and flagged as
+    text. A column showing both conventions is read value by value, and said so.
+    """
+    if not (text.any() or not_numeric.any()):
+        return []  # plain numbers only: nothing to decide
+    s = _as_string_series(values)
+    comma = s.str.contains(_DECIMAL_COMMA).to_numpy(dtype=bool, na_value=False)
+    if not comma.any():
+        return []
+    point = s.str.contains(_DECIMAL_POINT).to_numpy(dtype=bool, na_value=False)
+    if point.any():
+        return [
+            "amounts written with decimal commas (1.234,50) and decimal points (1,234.50) in one "
+            "column; each value read on its own"
+        ]
+    separated = s.str.contains(r"\d[.,]\d").to_numpy(dtype=bool, na_value=False) & ~missing
+    pos = np.flatnonzero(separated)
+    sub = s.iloc[pos]
+    # the plain shape (-1.234,50) at once; currency marks and signs value by value
+    plain = sub.str.fullmatch(r"-?\d{1,3}(?:\.\d{3})*(?:,\d+)?|-?\d+(?:,\d+)?").to_numpy(
+        dtype=bool, na_value=False
+    )
+    again = np.full(len(pos), np.nan)
+    again[plain] = pd.to_numeric(
+        sub[plain].str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    ).to_numpy(dtype=np.float64)
+    again[~plain] = [_clean_amount(str(v), decimal=",") for v in sub[~plain]]
+    ok = ~np.isnan(again)
+    changed = pos[ok][~(again[ok] == x[pos[ok]])]
+    x[pos[ok]] = again[ok]
+    text[changed] = True
+    not_numeric[pos[ok]] = False
+    return ["amounts read with decimal commas (1.234,50): 2.500 is 2500, 2,5 is 2.5"]
+
+
+def _clean_amount(v: str, decimal: str | None = None) -> float:
+    """Read an amount written as text; NaN when it is not clearly a number.
+
+    ``decimal=","`` reads every comma as the decimal mark and every point as a
+    thousands separator (the column's convention, see :func:`_decimal_convention`).
+    """
     t = v.strip().replace("\u2212", "-").replace("\u00a0", " ").replace("\u202f", " ")
     if _SCIENTIFIC.fullmatch(t):
         return float(t)
@@ -331,10 +410,15 @@ def _clean_amount(v: str) -> float:
     t = t.replace(" ", "").replace("'", "")
     if not t or not _NUMERIC_TEXT.fullmatch(t):
         return np.nan
+    if decimal == ",":
+        if not re.fullmatch(r"\d{1,3}(\.\d{3})*(,\d+)?|\d+(,\d+)?", t):
+            return np.nan
+        out = float(t.replace(".", "").replace(",", "."))
+        return -out if neg else out
     if re.fullmatch(r"\d{1,3}(\.\d{3})+(,\d+)?|\d+,\d{1,2}", t):
         t = t.replace(".", "").replace(",", ".")  # 1.234,50 (decimal comma)
-    elif re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?", t):
-        t = t.replace(",", "")  # 1,234.50
+    elif re.fullmatch(r"\d{1,3}(,\d{3})+(\.\d+)?|\d{1,2}(,\d{2})+,\d{3}(\.\d+)?", t):
+        t = t.replace(",", "")  # 1,234.50 and 12,34,567.50 (Indian grouping)
     try:
         out = float(t)
     except ValueError:

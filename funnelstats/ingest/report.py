@@ -51,7 +51,23 @@ RULES: dict[str, Rule] = _rules(
         "error",
         "Dates like 03/04/2024 could be day-first or month-first; pass dayfirst=.",
     ),
-    Rule("unsupported_input", "error", "The file type or compression cannot be read."),
+    Rule(
+        "unsupported_input",
+        "error",
+        "The file type or compression cannot be read (zstd, 7z, rar, a zip holding several "
+        "files, a damaged archive, binary data such as an image).",
+    ),
+    Rule(
+        "unknown_layout",
+        "error",
+        "fs.read cannot tell which CRM wrote the export; the error lists each layout's columns.",
+    ),
+    Rule(
+        "no_usable_rows",
+        "error",
+        "Every row was quarantined (or the export has no dated rows); the error names the "
+        "first row and why.",
+    ),
     # quarantine: the row is set aside with its reason
     Rule("missing_deal_id", "quarantine", "The deal id is empty."),
     Rule("missing_stage", "quarantine", "The stage is empty."),
@@ -66,6 +82,13 @@ RULES: dict[str, Rule] = _rules(
         "The stage is not in the pipeline (with on_unknown_stage='quarantine').",
     ),
     Rule("after_export", "quarantine", "The row is dated after the export date given."),
+    Rule(
+        "far_future",
+        "quarantine",
+        "With no export date given: a few rows (at most 10, or 1% of the rows) dated more than "
+        "a year after all the others. They would move the inferred export date; pass "
+        "exported_at= to keep them.",
+    ),
     Rule("deleted", "quarantine", "The CRM marks the row as deleted."),
     Rule(
         "update_before_stage",
@@ -81,6 +104,24 @@ RULES: dict[str, Rule] = _rules(
     ),
     Rule("stage_whitespace", "repair", "Leading or trailing spaces removed from a stage name."),
     Rule("deal_id_whitespace", "repair", "Leading or trailing spaces removed from a deal id."),
+    Rule(
+        "invisible_character",
+        "repair",
+        "Invisible characters (NUL and other control characters, zero-width spaces, direction "
+        "marks) removed from a deal id or stage name.",
+    ),
+    Rule(
+        "stage_unicode_form",
+        "repair",
+        "A stage name in decomposed Unicode (e + combining accent) written precomposed (NFC), "
+        "so it matches the same name typed the usual way.",
+    ),
+    Rule(
+        "stage_case_variant",
+        "repair",
+        "A stage name that differs only in case or spacing (demo, DEMO for Demo) takes the "
+        "pipeline's spelling, or without a pipeline the most frequent one.",
+    ),
     Rule(
         "amount_text",
         "repair",
@@ -209,8 +250,11 @@ class IngestReport:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Rows per rule that fired."""
-        return {str(r): int(n) for r, n in zip(self.findings["rule"], self.findings["rows"])}
+        """Rows per rule that fired (a rule that fired in several places counts once per row)."""
+        out: dict[str, int] = {}
+        for r, n in zip(self.findings["rule"], self.findings["rows"]):
+            out[str(r)] = out.get(str(r), 0) + int(n)
+        return out
 
     @property
     def is_clean(self) -> bool:

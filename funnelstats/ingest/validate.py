@@ -9,6 +9,8 @@ the rows are in the :class:`~funnelstats.ingest.report.IngestReport`.
 from __future__ import annotations
 
 import difflib
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,7 +311,7 @@ def build_funnel(
         k.repair(np.asarray(mask, dtype=bool), rule, column, message, original, repaired)
 
     # ---- deal ids
-    deal = _strings(mapped.deal)
+    deal = _drop_invisible(k, _strings(mapped.deal), col("deal"), "deal id")
     deal_stripped = deal.str.strip()
     miss = (deal_stripped.isna() | (deal_stripped == "")).to_numpy(dtype=bool, na_value=True)
     k.quarantine(miss, "missing_deal_id", col("deal"), "empty deal id")
@@ -330,7 +332,13 @@ def build_funnel(
         if mapped.update_only is None
         else np.asarray(mapped.update_only, dtype=bool)
     )
-    stage = _strings(mapped.stage)
+    stage = _drop_invisible(
+        k,
+        _strings(mapped.stage),
+        col("stage"),
+        "stage name",
+        pipeline.order if pipeline is not None else (),
+    )
     stage_stripped = stage.str.strip()
     smiss = (stage_stripped.isna() | (stage_stripped == "")).to_numpy(dtype=bool, na_value=True)
     k.quarantine(smiss & ~update_only, "missing_stage", col("stage"), "empty stage")
@@ -343,7 +351,7 @@ def build_funnel(
         stage,
         stage_stripped,
     )
-    stage = stage_stripped
+    stage = _stage_variants(k, stage_stripped, pipeline, col("stage"))
 
     # ---- time of the change
     times = parse_timestamps(mapped.at, tz=tz, dayfirst=dayfirst)
@@ -426,6 +434,7 @@ def build_funnel(
         )
         k.note(am.missing & ~update_only, "amount_missing", acol, "no amount; kept as NaN")
         amount = am.values
+        notes += [f"{acol}: {t}" for t in am.notes]
     else:
         amount = np.full(n, np.nan)
         notes.append("no amount column: amounts are unknown")
@@ -556,20 +565,42 @@ def build_funnel(
                 at_a[keep],
             )
     else:
+        far = _far_future(at_a)
+        if far.any():
+            m = np.zeros(n, dtype=bool)
+            m[idx[far]] = True
+            k.quarantine(
+                m,
+                "far_future",
+                col("at"),
+                "dated more than a year after all the other rows; set aside so that it does "
+                "not move the export date (pass exported_at= to keep it)",
+                values=mapped.at,
+            )
+            keep = ~far
+            idx, deal_codes, stage_codes, at_a = (
+                idx[keep],
+                deal_codes[keep],
+                stage_codes[keep],
+                at_a[keep],
+            )
         if len(at_a):
             exp = pd.Timestamp(int(at_a.max()), tz="UTC")
         elif mapped.undated is not None and len(mapped.undated):
-            raise FunnelDataError("no dated rows: pass exported_at=", file=table.name)
-        else:
             raise FunnelDataError(
-                "no usable rows: every row was quarantined (see the report with strict=False)"
-                if n
-                else "no rows",
-                file=table.name,
+                "no dated rows: pass exported_at=", file=table.name, rule="no_usable_rows"
             )
+        else:
+            raise _no_usable_rows(k, n)
         notes.append(
             f"export date taken as the latest timestamp, {exp:%Y-%m-%d %H:%M} UTC; "
             "pass exported_at= to set it"
+            + (
+                f" ({int(far.sum())} row(s) dated more than a year after the rest set aside: "
+                "far_future)"
+                if far.any()
+                else ""
+            )
         )
     early = at_a < _EARLY
     if early.any():
@@ -637,6 +668,184 @@ def build_funnel(
     report = _make_report(k, mapped, notes, malformed_frame, pipeline)
     object.__setattr__(data, "report", report)
     return data
+
+
+#: Characters nobody sees: control characters (tab, newline and carriage return aside), soft
+#: hyphen, zero-width space / non-joiner, direction marks and overrides, word joiner, and a
+#: byte-order mark inside the text. The zero-width joiner is kept (emoji sequences need it),
+#: and so are C1 controls, which come from a wrong encoding (reported when decoding).
+_INVISIBLE = (
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u00ad\u200b\u200c\u200e\u200f"
+    "\u202a-\u202e\u2060\u2066-\u2069\ufeff]"
+)
+_YEAR_NS = 365 * 86_400 * 10**9
+
+
+def _drop_invisible(
+    k: _Collector,
+    values: pd.Series,
+    column: str | None,
+    what: str,
+    known: tuple[str, ...] = (),
+) -> pd.Series:
+    """Remove invisible characters from ids and stage names (counted as repairs).
+
+    Names in ``known`` (the pipeline's stages, spelled as given) are left as they are.
+    """
+    if not _maybe_invisible(values):
+        return values
+    has = values.str.contains(_INVISIBLE, regex=True).to_numpy(dtype=bool, na_value=False)
+    if has.any() and known:
+        has &= ~values.isin(known).to_numpy(dtype=bool, na_value=False)
+    if not has.any():
+        return values
+    cleaned = values.copy()
+    cleaned[has] = values[has].str.replace(_INVISIBLE, "", regex=True)
+    k.repair(
+        has,
+        "invisible_character",
+        column,
+        f"invisible characters (control characters, zero-width spaces, direction marks) "
+        f"removed from the {what}",
+        values,
+        cleaned,
+    )
+    return cleaned
+
+
+def _maybe_invisible(values: pd.Series) -> bool:
+    """False when the text is plain ASCII without control characters (a scan of its bytes)."""
+    try:
+        chunks = values.array.__arrow_array__().chunks
+    except (AttributeError, TypeError):  # pragma: no cover - not arrow-backed: check it all
+        return True
+    for chunk in chunks:
+        buf = chunk.buffers()[2]
+        if buf is None:
+            continue
+        b = np.frombuffer(buf, dtype=np.uint8)
+        if ((b < 0x20) & (b != 0x09) & (b != 0x0A) & (b != 0x0D)).any() or (b >= 0x7F).any():
+            return True
+    return False
+
+
+def _case_key(name: str) -> str:
+    name = re.sub(_INVISIBLE, "", unicodedata.normalize("NFC", name))
+    return " ".join(name.casefold().split())
+
+
+def _stage_variants(
+    k: _Collector, stage: pd.Series, pipeline: Pipeline | None, column: str | None
+) -> pd.Series:
+    """One spelling per stage: Unicode NFC, and variants in case or inner spacing merged.
+
+    With a pipeline, a name that differs from exactly one pipeline stage only in case or
+    spacing takes the pipeline's spelling. Without one, such variants take the spelling
+    used most often (the first seen on a tie). Both are counted as repairs; names that differ
+    in punctuation or spelling are never merged.
+    """
+    codes, uniques = pd.factorize(stage, use_na_sentinel=True)
+    names = [str(u) for u in uniques]
+    known = set(pipeline.order) if pipeline is not None else set()
+    nfc = {u: u if u in known else unicodedata.normalize("NFC", u) for u in names}
+    if any(u != v for u, v in nfc.items()):
+        decomposed = np.array([nfc[u] != u for u in names] + [False])[codes]
+        new = pd.Series(
+            np.asarray([nfc[u] for u in names] + [None], dtype=object)[codes],
+            dtype="string[pyarrow]",
+        )
+        k.repair(
+            decomposed,
+            "stage_unicode_form",
+            column,
+            "stage name in decomposed Unicode (e + combining accent) written precomposed (NFC)",
+            stage,
+            new,
+        )
+        stage = new
+        codes, uniques = pd.factorize(stage, use_na_sentinel=True)
+        names = [str(u) for u in uniques]
+    target: dict[int, str] = {}
+    if pipeline is not None:
+        by_key: dict[str, list[str]] = {}
+        for name in pipeline.order:
+            by_key.setdefault(_case_key(name), []).append(name)
+        for i, u in enumerate(names):
+            match = by_key.get(_case_key(u), [])
+            if u not in known and len(match) == 1:
+                target[i] = match[0]
+        whose = "the pipeline's"
+    else:
+        counts = np.bincount(codes[codes >= 0], minlength=len(names))
+        groups: dict[str, list[int]] = {}
+        for i, u in enumerate(names):
+            groups.setdefault(_case_key(u), []).append(i)
+        for members in groups.values():
+            if len(members) > 1:
+                best = max(members, key=lambda i: (counts[i], -i))
+                target.update({i: names[best] for i in members if i != best})
+        whose = "the most frequent"
+    if not target:
+        return stage
+    spelled = np.asarray([target.get(i, u) for i, u in enumerate(names)] + [None], dtype=object)[
+        codes
+    ]
+    new = pd.Series(spelled, dtype="string[pyarrow]")
+    changed = np.array([i in target for i in range(len(names))] + [False])[codes]
+    k.repair(
+        changed,
+        "stage_case_variant",
+        column,
+        f"stage name that differs only in case or spacing written as {whose} spelling",
+        stage,
+        new,
+    )
+    return new
+
+
+def _far_future(at: np.ndarray) -> np.ndarray:
+    """Rows dated far after all the others: a few rows after a gap of more than a year.
+
+    "A few" is at most 10 rows or 1% of the rows (whichever is more) and fewer than half of
+    them. Without this, one row typed as 2099 would make 2099 the export date and every
+    open deal would look open until then.
+    """
+    n = len(at)
+    out = np.zeros(n, dtype=bool)
+    limit = min(max(10, n // 100), (n - 1) // 2)
+    if limit < 1:
+        return out
+    tail = np.sort(at)[n - limit - 1 :]
+    big = np.flatnonzero(np.diff(tail) > _YEAR_NS)
+    if len(big):
+        out = at >= tail[big[0] + 1]
+    return out
+
+
+def _no_usable_rows(k: _Collector, n: int) -> FunnelDataError:
+    """Every row was quarantined: say why, with the first quarantined row."""
+    table = k.table
+    if not n and not table.malformed:
+        return FunnelDataError("no rows", file=table.name, rule="no_usable_rows")
+    first_row, column, reason = None, None, ""
+    if k.quarantine_parts:
+        q = pd.concat(k.quarantine_parts, ignore_index=True)
+        q["row"] = table.rows[q["_pos"].to_numpy()]
+        top = q.sort_values("row", kind="stable").iloc[0]
+        first_row, column = int(top["row"]), top["column"]
+        reason = f"{top['reason']} [{top['rule']}]"
+    for row, _text, why in table.malformed:
+        if first_row is None or row < first_row:
+            first_row, column, reason = row, None, f"{why} [malformed_row]"
+    return FunnelDataError(
+        f"no usable rows: every row was quarantined; the first because: {reason} "
+        "(see data.report with strict=False for every reason)",
+        file=table.name,
+        row=first_row,
+        column=column if isinstance(column, str) else None,
+        rule="no_usable_rows",
+        row_word=table.row_word,
+    )
 
 
 def _check_tz(tz: str) -> None:
