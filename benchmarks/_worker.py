@@ -51,6 +51,14 @@ STEPS = tuple(s[0] for s in REFERENCE_STEPS + FUNNELSTATS_STEPS)
 
 _SIMULATE = {"seed": 20240808, "deleted_rows": 0.001}
 
+#: Columns written per layout. "core" is an OpportunityHistory export with the fields that
+#: carry the stage history (about 70 bytes a row: the ~200 MB per 1M deals of the performance
+#: issue's reference figures); "full" has all twelve classic columns (about 155 bytes a row).
+LAYOUTS: dict[str, tuple[str, ...] | None] = {
+    "core": ("OpportunityId", "CreatedDate", "StageName", "Amount", "CloseDate", "IsDeleted"),
+    "full": None,
+}
+
 # The DuckDB reference: read the CSV, drop deleted rows, collapse field-update
 # rows into stage entries (a stage entry starts where the stage changes), then
 # per stage: entries, exits, advances (to a later open stage or a won stage)
@@ -278,9 +286,10 @@ def generate(ctx: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     sim = fs.simulate(int(ctx["deals"]), **_SIMULATE)
     export = sim.export
+    columns = LAYOUTS[ctx["layout"]]
     csv = Path(ctx["csv"])
     tmp = csv.with_suffix(".tmp")
-    export.to_csv(tmp, index=False)
+    (export if columns is None else export[list(columns)]).to_csv(tmp, index=False)
     os.replace(tmp, csv)
     pipe = sim.pipeline()
     Path(ctx["pipeline"]).write_text(pipe.to_toml(), encoding="utf-8")
@@ -291,6 +300,8 @@ def generate(ctx: dict[str, Any]) -> dict[str, Any]:
     same = np.r_[False, (live_deal[1:] == live_deal[:-1]) & (live_stage[1:] == live_stage[:-1])]
     return {
         "deals": int(ctx["deals"]),
+        "layout": ctx["layout"],
+        "columns": list(columns or export.columns),
         "rows": len(export),
         "stage_rows": int((~same).sum()),
         "update_rows": int(same.sum()),

@@ -138,16 +138,19 @@ def _call_worker(step: str, ctx: dict[str, Any], timeout: float) -> dict[str, An
         return out
 
 
-def dataset(deals: int, cache_dir: Path, timeout: float) -> dict[str, Any]:
+def dataset(deals: int, layout: str, cache_dir: Path, timeout: float) -> dict[str, Any]:
     """The cached CSV for ``deals`` (generated on first use)."""
     src = _simulate_source()
     key = hashlib.sha1(
-        (src + json.dumps(_worker._SIMULATE, sort_keys=True)).encode("utf-8")
+        (src + json.dumps([_worker._SIMULATE, _worker.LAYOUTS[layout]], sort_keys=True)).encode(
+            "utf-8"
+        )
     ).hexdigest()[:10]
-    folder = cache_dir / f"salesforce-{deals}-{key}"
+    folder = cache_dir / f"salesforce-{layout}-{deals}-{key}"
     meta_path = folder / "meta.json"
     ctx = {
         "deals": deals,
+        "layout": layout,
         "csv": str(folder / "OpportunityHistory.csv"),
         "pipeline": str(folder / "pipeline.toml"),
     }
@@ -172,9 +175,10 @@ def _simulate_source() -> str:
 
 
 def run_size(deals: int, args: argparse.Namespace, steps: list[str]) -> dict[str, Any]:
-    data = dataset(deals, args.cache_dir, args.timeout)
+    data = dataset(deals, args.layout, args.cache_dir, args.timeout)
     print(
-        f"\n{deals:,} deals: {data['rows']:,} rows ({data['stage_rows']:,} stage changes, "
+        f"\n{deals:,} deals, {args.layout} layout ({len(data['columns'])} columns): "
+        f"{data['rows']:,} rows ({data['stage_rows']:,} stage changes, "
         f"{data['update_rows']:,} field updates, {data['deleted_rows']:,} deleted), "
         f"{data['csv_bytes'] / 1e6:,.0f} MB CSV{' (cached)' if data['cached'] else ''}",
         flush=True,
@@ -348,6 +352,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"one run per step; default size {QUICK_SIZES[0]:,} deals (for CI)",
     )
+    p.add_argument(
+        "--layout",
+        choices=sorted(_worker.LAYOUTS),
+        default="core",
+        help="columns of the simulated export: core (6, ~200 MB at 1M deals) or full (12)",
+    )
     p.add_argument("--n-sims", type=int, default=10_000, help="forecast_bookings simulations")
     p.add_argument(
         "--steps", help=f"comma-separated subset of steps (default all: {','.join(_worker.STEPS)})"
@@ -402,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": args.sizes_list,
             "repeat": args.repeat,
             "quick": args.quick,
+            "layout": args.layout,
             "n_sims": args.n_sims,
             "steps": args.step_list,
             "simulate": _worker._SIMULATE,

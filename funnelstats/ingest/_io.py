@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import io
@@ -36,6 +37,11 @@ _TEXT_SUFFIXES = {".csv", ".txt", ".tsv", ".tab", ".dat", ""}
 _EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 _COMPRESSION_SUFFIXES = {".gz", ".gzip", ".zip", ".bz2", ".xz", ".zst", ".7z", ".rar", ".z"}
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+# Plain UTF-8 text files at least this large are handed to pyarrow by path (see _read_text_fast)
+_FAST_MIN_BYTES = 1 << 20
+_HEAD_BYTES = 1 << 16
+_BLOCK_SIZE = 1 << 22
 
 
 @dataclass
@@ -93,6 +99,10 @@ def read_table(
         return Table(frame, "<DataFrame>", np.arange(len(frame)), row_word="position")
 
     name = source_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        fast = _read_text_fast(Path(source), name, encoding=encoding, delimiter=delimiter)
+        if fast is not None:
+            return fast
     raw, suffix = _read_bytes(source, name)
     notes: list[str] = []
     raw, suffix, inner = _decompress(raw, suffix, name)
@@ -295,6 +305,82 @@ def _read_text(
             "the file has a header but no data rows", file=name, rule="header_only"
         )
     return Table(frame, name, rows, malformed=malformed, notes=notes)
+
+
+def _read_text_fast(
+    path: Path, name: str, *, encoding: str | None, delimiter: str | None
+) -> Table | None:
+    """A large plain UTF-8 text file read by pyarrow straight from disk, or None.
+
+    The general path reads the whole file into memory, decodes it, and hands
+    the re-encoded text to pyarrow: three copies of the file. For the common
+    case (an uncompressed UTF-8 file with no byte-order mark, a header line
+    without quotes) pyarrow gets the very same bytes from the file itself, so
+    the result is identical; pyarrow checks that every cell is valid UTF-8.
+    Anything else (and any failure: invalid UTF-8, ragged rows, quoted
+    newlines, no data rows) returns None and the general path decides.
+    """
+    if path.suffix.lower() not in _TEXT_SUFFIXES:
+        return None
+    if encoding is not None:
+        try:
+            if codecs.lookup(encoding).name != "utf-8":
+                return None
+        except LookupError:
+            return None
+    try:
+        if not path.is_file() or path.stat().st_size < _FAST_MIN_BYTES:
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+    except OSError:
+        return None
+    if (
+        any(head.startswith(m) for m in _MAGIC)
+        or head.startswith(_BOMS)
+        or head[:4] == b"PAR1"
+        or head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+        or b"\n" not in head
+    ):
+        return None
+    line = head.split(b"\n", 1)[0]
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if b'"' in line or b"\r" in line or not line.strip():
+        return None
+    try:
+        first_line = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    notes: list[str] = []
+    delim = delimiter or _sniff_delimiter(first_line)
+    if delim != ",":
+        notes.append(f"delimiter {delim!r}")
+    header = next(csv.reader(io.StringIO(first_line + "\n"), delimiter=delim))
+    if not any(h.strip() for h in header):
+        return None
+    names = _dedupe([h.strip() for h in header], notes)
+    invalid: list[Any] = []
+
+    def handler(row: Any) -> str:
+        invalid.append(row)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=_BLOCK_SIZE),
+            parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException, OSError):
+        return None
+    if invalid or table.num_rows == 0:
+        return None
+    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    return Table(frame, name, np.arange(len(frame)) + 2, notes=notes)
 
 
 def _read_text_python(

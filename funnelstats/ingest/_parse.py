@@ -7,13 +7,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 NAT = np.iinfo(np.int64).min
 
 # a zone needs a time of day before it: "2024-01-01" ends in "-01", which is not an offset
-_AWARE = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
+_ZONE_AFTER_TIME = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)"
+_AWARE = _ZONE_AFTER_TIME + "$"
 _SLASH = r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{4}|\d{2})(?:[ T](.*))?\s*$"
 _DIGITS = r"^\s*\d+(?:\.\d+)?\s*$"
+
+# The fast path: ISO 8601 forms that pyarrow's cast reads exactly as the pandas path does
+# (years 1700-2199, so nothing overflows int64 nanoseconds; no surrounding spaces).
+_F_DATE = r"(?:1[7-9]\d\d|2[01]\d\d)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+_F_TIME = r"[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?"
+_F_ZONE = r"(?:Z|[+-](?:0\d|1[0-4])(?::?[0-5]\d)?)"
+_FAST_NAIVE = f"^{_F_DATE}(?:{_F_TIME})?$"
+_FAST_AWARE = f"^{_F_DATE}{_F_TIME}{_F_ZONE}$"
+_FAST_CHUNK = 1 << 16
+#: Switch for tests that compare the fast path with the general one.
+FAST_PATH = True
 
 
 @dataclass
@@ -103,6 +117,20 @@ def parse_timestamps(
     if pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt):
         return _parse_numeric(values.astype("float64").to_numpy(), tz, notes)
 
+    if FAST_PATH:
+        fast = _parse_fast(values, tz, dayfirst)
+        if fast is not None:
+            return fast
+    return _parse_strings(values, tz, dayfirst)
+
+
+def _parse_strings(
+    values: pd.Series, tz: str, dayfirst: bool | None, *, numbers: bool = True
+) -> ParsedTimes:
+    """The general path for text: ``numbers=False`` when other rows are not numbers."""
+    n = len(values)
+    z = np.zeros(n, dtype=bool)
+    notes: list[str] = []
     s = _as_string_series(values)
     miss = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
     ns = np.full(n, NAT, dtype=np.int64)
@@ -115,7 +143,7 @@ def parse_timestamps(
 
     # numbers written as text: epoch seconds / milliseconds or Excel serials
     digits = s.str.match(_DIGITS).to_numpy(dtype=bool, na_value=False)
-    if digits[present].all():
+    if numbers and digits[present].all():
         return _parse_numeric(
             pd.to_numeric(s, errors="coerce").to_numpy("float64", na_value=np.nan), tz, notes
         )
@@ -166,6 +194,107 @@ def parse_timestamps(
     return result
 
 
+def _arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
+    """The values as an arrow string array when they are text already, else None."""
+    dt = values.dtype
+    if isinstance(dt, pd.StringDtype) and dt.storage in ("pyarrow", "pyarrow_numpy"):
+        arr = values.array._pa_array  # type: ignore[attr-defined]
+    elif isinstance(dt, pd.ArrowDtype) and pa.types.is_string(dt.pyarrow_dtype):
+        arr = values.array._pa_array  # type: ignore[attr-defined]
+    else:
+        return None
+    if not isinstance(arr, pa.ChunkedArray):
+        arr = pa.chunked_array([arr])
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    return arr
+
+
+def _mask(arr: pa.ChunkedArray, pattern: str) -> np.ndarray:
+    m = pc.match_substring_regex(arr, pattern)
+    return m.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def _parse_fast(values: pd.Series, tz: str, dayfirst: bool | None) -> ParsedTimes | None:
+    """Rows in the common ISO forms parsed by pyarrow; the others by the general path.
+
+    None when no row is in those forms. The result equals the general path's:
+    the forms are ones pyarrow and pandas read alike (tested on tricky inputs),
+    values pyarrow refuses (such as 30 February) go to the general path, and
+    the general path sees the other rows as it would have (never as a column
+    of numbers, since some rows are dates).
+    """
+    arr = _arrow_strings(values)
+    if arr is None or len(arr) == 0:
+        return None
+    aware = _mask(arr, _FAST_AWARE)
+    naive = _mask(arr, _FAST_NAIVE)
+    fast = aware | naive
+    if not fast.any():
+        return None
+    n = len(arr)
+    ns = np.full(n, NAT, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    for mask, utc in ((aware, True), (naive, False)):
+        if mask.any():
+            got, ok = _cast_iso(arr, mask, utc=utc)
+            ns[got] = ok
+            done[got] = True
+    naive_ns = np.where(naive & done, ns, NAT)
+    if naive.any() and tz.upper() != "UTC":
+        utc_ns, amb, gap = _localize(naive_ns, tz)
+        ns[naive & done] = utc_ns[naive & done]
+    else:
+        amb = np.zeros(n, dtype=bool)
+        gap = np.zeros(n, dtype=bool)
+    z = np.zeros(n, dtype=bool)
+    result = ParsedTimes(ns, z.copy(), z.copy(), naive & done, amb, gap, [])
+    rest = ~done
+    if rest.any():
+        pos = np.flatnonzero(rest)
+        sub_values = values.reset_index(drop=True).iloc[pos].reset_index(drop=True)
+        sub = _parse_strings(sub_values, tz, dayfirst, numbers=not done.any())
+        result.missing[pos] = sub.missing
+        _put(result, pos, sub)
+        result.ambiguous_format = sub.ambiguous_format
+        if sub.ambiguous_example is not None:
+            result.ambiguous_example = int(pos[sub.ambiguous_example])
+    return result
+
+
+def _cast_iso(
+    arr: pa.ChunkedArray, mask: np.ndarray, *, utc: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions parsed and their UTC (or wall-clock) nanoseconds.
+
+    Slices that pyarrow refuses as a whole (a value such as 30 February) are
+    left out: the caller sends them to the general path.
+    """
+    pos = np.flatnonzero(mask)
+    sub = arr if len(pos) == len(arr) else arr.take(pa.array(pos))
+    target = pa.timestamp("ns", tz="UTC") if utc else pa.timestamp("ns")
+    try:
+        out = pc.cast(sub, target)
+        return pos, _ns_of(out)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    keep_pos, keep_ns = [], []
+    for start in range(0, len(pos), _FAST_CHUNK):
+        piece = sub.slice(start, _FAST_CHUNK)
+        try:
+            keep_ns.append(_ns_of(pc.cast(piece, target)))
+            keep_pos.append(pos[start : start + _FAST_CHUNK])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    if not keep_pos:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(keep_pos), np.concatenate(keep_ns)
+
+
+def _ns_of(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(ts.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def _put(into: ParsedTimes, pos: np.ndarray, sub: ParsedTimes) -> None:
     into.ns[pos] = sub.ns
     into.bad[pos] = sub.bad
@@ -186,6 +315,9 @@ def _parse_iso(s: pd.Series, tz: str) -> ParsedTimes:
     if aware.any():
         parsed = _to_datetime(s[aware], utc=True)
         ns[aware] = parsed
+    # A zone followed by more text is no timestamp; such a value is kept away from pandas,
+    # whose ISO parser would carry its offset over to the naive values after it.
+    naive &= ~s.str.contains(_ZONE_AFTER_TIME).to_numpy(dtype=bool, na_value=False)
     if naive.any():
         local = _to_datetime(s[naive], utc=False)
         utc, a, g = _localize(local, tz)
@@ -193,7 +325,7 @@ def _parse_iso(s: pd.Series, tz: str) -> ParsedTimes:
         amb[naive] = a
         gap[naive] = g
     bad = ns == NAT
-    return ParsedTimes(ns, np.zeros(n, bool), bad, naive & ~bad, amb, gap, [])
+    return ParsedTimes(ns, np.zeros(n, bool), bad, ~aware & ~bad, amb, gap, [])
 
 
 def _to_datetime(s: pd.Series, *, utc: bool) -> np.ndarray:
