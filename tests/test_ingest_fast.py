@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import funnelstats as fs
-from funnelstats.ingest import _io, _parse
+from funnelstats.ingest import _fastparse, _io, _parse
 
 TRICKY_TIMES = [
     # the forms the fast path takes
@@ -154,6 +154,84 @@ def test_object_and_python_strings_use_the_general_path():
     values = pd.Series(["2024-01-01T03:01:54Z", None], dtype=object)
     assert _parse._parse_fast(values, "UTC", None) is None
     _same(*_both(values))
+
+
+# --------------------------------------------------------------------------- amounts
+
+TRICKY_AMOUNTS = [
+    "23000.0",
+    "11240.55",
+    "0.1",
+    "0.3",
+    "007.50",
+    "0",
+    "0.0",
+    "999999999999999",
+    "99999999999999.9",
+    "9999999999999999",
+    "16120999.999999998",
+    "123456789012345678901234567890",
+    "1.",
+    ".5",
+    "-5",
+    "-0.0",
+    "+5",
+    "1e5",
+    "1E-3",
+    "1e309",
+    "inf",
+    "-inf",
+    "nan",
+    "NaN",
+    "null",
+    "N/A",
+    "-",
+    "$1,234.50",
+    "1.234,50 €",
+    "(500)",
+    "USD 1 234",
+    " 12.5",
+    "12.5 ",
+    "1..2",
+    "1.2.3",
+    "١٢٣",
+    "abc",
+    "",
+    None,
+]
+
+
+def _amounts_both(values: pd.Series):
+    fast = _parse.parse_amounts(values)
+    _parse.FAST_PATH = False
+    try:
+        slow = _parse.parse_amounts(values)
+    finally:
+        _parse.FAST_PATH = True
+    for f in ("values", "missing", "text", "not_numeric", "negative", "not_finite"):
+        a, b = getattr(fast, f), getattr(slow, f)
+        np.testing.assert_array_equal(a, b, err_msg=f)
+        if f == "values":  # the same bits, signed zeros included
+            np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
+
+
+def test_tricky_amounts_alone_and_together():
+    for v in TRICKY_AMOUNTS:
+        _amounts_both(pd.Series([v, "100.25"], dtype="string[pyarrow]"))
+    _amounts_both(pd.Series(TRICKY_AMOUNTS, dtype="string[pyarrow]"))
+
+
+def test_random_decimals_round_as_pandas_reads_them():
+    rng = np.random.default_rng(8)
+    n = 200_000
+    n_digits = rng.integers(1, 16, size=n)
+    mant = [str(int(rng.integers(0, 10 ** int(k)))).zfill(int(k)) for k in n_digits]
+    point = [int(rng.integers(0, len(m))) for m in mant]
+    text = [m if p == 0 else m[:p] + "." + m[p:] for m, p in zip(mant, point)]
+    values = pd.Series(text, dtype="string[pyarrow]")
+    done, _ = _fastparse.decimal_amounts(values.array._pa_array)
+    assert done.all()
+    _amounts_both(values)
 
 
 # --------------------------------------------------------------------------- files

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from ._fastparse import decimal_amounts, iso_timestamps
 
 NAT = np.iinfo(np.int64).min
 
@@ -18,14 +19,6 @@ _AWARE = _ZONE_AFTER_TIME + "$"
 _SLASH = r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{4}|\d{2})(?:[ T](.*))?\s*$"
 _DIGITS = r"^\s*\d+(?:\.\d+)?\s*$"
 
-# The fast path: ISO 8601 forms that pyarrow's cast reads exactly as the pandas path does
-# (years 1700-2199, so nothing overflows int64 nanoseconds; no surrounding spaces).
-_F_DATE = r"(?:1[7-9]\d\d|2[01]\d\d)-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
-_F_TIME = r"[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?"
-_F_ZONE = r"(?:Z|[+-](?:0\d|1[0-4])(?::?[0-5]\d)?)"
-_FAST_NAIVE = f"^{_F_DATE}(?:{_F_TIME})?$"
-_FAST_AWARE = f"^{_F_DATE}{_F_TIME}{_F_ZONE}$"
-_FAST_CHUNK = 1 << 16
 #: Switch for tests that compare the fast path with the general one.
 FAST_PATH = True
 
@@ -210,89 +203,40 @@ def _arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
     return arr
 
 
-def _mask(arr: pa.ChunkedArray, pattern: str) -> np.ndarray:
-    m = pc.match_substring_regex(arr, pattern)
-    return m.fill_null(False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
-
-
 def _parse_fast(values: pd.Series, tz: str, dayfirst: bool | None) -> ParsedTimes | None:
-    """Rows in the common ISO forms parsed by pyarrow; the others by the general path.
+    """Rows in the common ISO shapes read from their bytes; the others by the general path.
 
-    None when no row is in those forms. The result equals the general path's:
-    the forms are ones pyarrow and pandas read alike (tested on tricky inputs),
-    values pyarrow refuses (such as 30 February) go to the general path, and
-    the general path sees the other rows as it would have (never as a column
-    of numbers, since some rows are dates).
+    None when no row has such a shape. The result equals the general path's:
+    the shapes are read as pandas reads them (tested on tricky inputs), and the
+    general path sees the other rows as it would have (never as a column of
+    numbers, since some rows are dates).
     """
     arr = _arrow_strings(values)
     if arr is None or len(arr) == 0:
         return None
-    aware = _mask(arr, _FAST_AWARE)
-    naive = _mask(arr, _FAST_NAIVE)
-    fast = aware | naive
-    if not fast.any():
+    got = iso_timestamps(arr)
+    if got is None or not got[0].any():
         return None
+    done, ns, naive = got
     n = len(arr)
-    ns = np.full(n, NAT, dtype=np.int64)
-    done = np.zeros(n, dtype=bool)
-    for mask, utc in ((aware, True), (naive, False)):
-        if mask.any():
-            got, ok = _cast_iso(arr, mask, utc=utc)
-            ns[got] = ok
-            done[got] = True
-    naive_ns = np.where(naive & done, ns, NAT)
-    if naive.any() and tz.upper() != "UTC":
-        utc_ns, amb, gap = _localize(naive_ns, tz)
-        ns[naive & done] = utc_ns[naive & done]
-    else:
-        amb = np.zeros(n, dtype=bool)
-        gap = np.zeros(n, dtype=bool)
+    ns = np.where(done, ns, NAT)
+    naive &= done
     z = np.zeros(n, dtype=bool)
-    result = ParsedTimes(ns, z.copy(), z.copy(), naive & done, amb, gap, [])
-    rest = ~done
-    if rest.any():
-        pos = np.flatnonzero(rest)
+    amb, gap = z.copy(), z.copy()
+    if naive.any() and tz.upper() != "UTC":
+        utc_ns, amb, gap = _localize(np.where(naive, ns, NAT), tz)
+        ns = np.where(naive, utc_ns, ns)
+    result = ParsedTimes(ns, z.copy(), z.copy(), naive, amb, gap, [])
+    if not done.all():
+        pos = np.flatnonzero(~done)
         sub_values = values.reset_index(drop=True).iloc[pos].reset_index(drop=True)
-        sub = _parse_strings(sub_values, tz, dayfirst, numbers=not done.any())
+        sub = _parse_strings(sub_values, tz, dayfirst, numbers=False)
         result.missing[pos] = sub.missing
         _put(result, pos, sub)
         result.ambiguous_format = sub.ambiguous_format
         if sub.ambiguous_example is not None:
             result.ambiguous_example = int(pos[sub.ambiguous_example])
     return result
-
-
-def _cast_iso(
-    arr: pa.ChunkedArray, mask: np.ndarray, *, utc: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions parsed and their UTC (or wall-clock) nanoseconds.
-
-    Slices that pyarrow refuses as a whole (a value such as 30 February) are
-    left out: the caller sends them to the general path.
-    """
-    pos = np.flatnonzero(mask)
-    sub = arr if len(pos) == len(arr) else arr.take(pa.array(pos))
-    target = pa.timestamp("ns", tz="UTC") if utc else pa.timestamp("ns")
-    try:
-        out = pc.cast(sub, target)
-        return pos, _ns_of(out)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    keep_pos, keep_ns = [], []
-    for start in range(0, len(pos), _FAST_CHUNK):
-        piece = sub.slice(start, _FAST_CHUNK)
-        try:
-            keep_ns.append(_ns_of(pc.cast(piece, target)))
-            keep_pos.append(pos[start : start + _FAST_CHUNK])
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-    if not keep_pos:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(keep_pos), np.concatenate(keep_ns)
-
-
-def _ns_of(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return np.asarray(ts.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _put(into: ParsedTimes, pos: np.ndarray, sub: ParsedTimes) -> None:
@@ -418,30 +362,58 @@ def parse_amounts(values: pd.Series) -> ParsedAmounts:
         x = np.asarray(x, dtype=np.float64).copy()
         missing = np.isnan(x)
     else:
-        s = _as_string_series(values)
-        missing = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
-        num = pd.to_numeric(s.where(~pd.Series(missing)), errors="coerce")
-        x = num.astype("float64").to_numpy(na_value=np.nan).copy()
-        failed = np.isnan(x) & ~missing
-        # "nan" / "NaN" text parses to NaN: that is a missing amount, not a failure
-        lower = s.str.lower()
-        nan_text = lower.isin(["nan", "null", "none", "n/a", "na", "-"]).to_numpy(
-            dtype=bool, na_value=False
-        )
-        missing |= nan_text
-        failed &= ~nan_text
-        if failed.any():
-            pos = np.flatnonzero(failed)
-            cleaned = np.array([_clean_amount(str(v)) for v in s.iloc[pos]], dtype=np.float64)
-            ok = ~np.isnan(cleaned)
-            x[pos[ok]] = cleaned[ok]
-            text[pos[ok]] = True
-            not_numeric[pos[~ok]] = True
+        x, missing, text, not_numeric = _amount_strings(values)
     not_finite = np.isinf(x)
     x[not_finite] = np.nan
     negative = x < 0
     x[negative] = np.nan
     return ParsedAmounts(x, missing, text, not_numeric, negative, not_finite)
+
+
+def _amount_strings(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Text amounts: plain decimals read from their bytes, the rest by the general path."""
+    arr = _arrow_strings(values) if FAST_PATH else None
+    got = decimal_amounts(arr) if arr is not None and len(arr) else None
+    if got is None or not got[0].any():
+        return _amount_strings_general(values)
+    done, x = got
+    n = len(values)
+    missing = np.zeros(n, dtype=bool)
+    text = np.zeros(n, dtype=bool)
+    not_numeric = np.zeros(n, dtype=bool)
+    if not done.all():
+        pos = np.flatnonzero(~done)
+        sub = _amount_strings_general(values.iloc[pos].reset_index(drop=True))
+        x[pos], missing[pos], text[pos], not_numeric[pos] = sub
+    return x, missing, text, not_numeric
+
+
+def _amount_strings_general(
+    values: pd.Series,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n = len(values)
+    text = np.zeros(n, dtype=bool)
+    not_numeric = np.zeros(n, dtype=bool)
+    s = _as_string_series(values)
+    missing = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
+    num = pd.to_numeric(s.where(~pd.Series(missing)), errors="coerce")
+    x = num.astype("float64").to_numpy(na_value=np.nan).copy()
+    failed = np.isnan(x) & ~missing
+    # "nan" / "NaN" text parses to NaN: that is a missing amount, not a failure
+    lower = s.str.lower()
+    nan_text = lower.isin(["nan", "null", "none", "n/a", "na", "-"]).to_numpy(
+        dtype=bool, na_value=False
+    )
+    missing |= nan_text
+    failed &= ~nan_text
+    if failed.any():
+        pos = np.flatnonzero(failed)
+        cleaned = np.array([_clean_amount(str(v)) for v in s.iloc[pos]], dtype=np.float64)
+        ok = ~np.isnan(cleaned)
+        x[pos[ok]] = cleaned[ok]
+        text[pos[ok]] = True
+        not_numeric[pos[~ok]] = True
+    return x, missing, text, not_numeric
 
 
 def _clean_amount(v: str) -> float:
