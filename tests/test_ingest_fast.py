@@ -385,3 +385,15 @@ def test_salesforce_ingest_identical_with_and_without_fast_paths(tmp_path):
         slow.report.rows_repaired,
     )
     assert fast.report.rows_quarantined == slow.report.rows_quarantined > 0
+
+
+def test_take_rows_from_many_chunks_matches_iloc():
+    import pyarrow as pa
+
+    chunks = [pa.array([f"v{i}-{j}" for j in range(7)] + [None]) for i in range(5)]
+    s = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks)), index=range(100, 140))
+    for pos in ([3, 0, 39, 8, 8, 17], [0], list(range(40)), [39, 38, 7, 15]):
+        got = _fastparse.take_rows(s, np.array(pos))
+        pd.testing.assert_series_equal(got, s.iloc[pos].reset_index(drop=True))
+    with pytest.raises(IndexError):
+        _fastparse.take_rows(s, np.array([40]))

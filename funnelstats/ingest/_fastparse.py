@@ -16,16 +16,17 @@ tricky inputs in ``tests/test_ingest_fast.py``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["decimal_amounts", "iso_timestamps"]
+__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "take_rows"]
 
-_CHUNK = 1 << 20  # rows per block, to bound the temporary byte matrices
 _REFUSED_SLICE = 1 << 16  # when pyarrow refuses a column, it is retried in slices this long
 
 # ISO shapes: date, optional time (hh:mm, hh:mm:ss, hh:mm:ss.f{1-9}), optional zone
@@ -49,50 +50,105 @@ def _shapes() -> dict[int, list[tuple[str, int, str]]]:
 _SHAPES = _shapes()
 
 
-def _buffers(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(starts, lengths, data bytes) of a string array; None for other layouts."""
-    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-    if a.type == pa.string():
-        off_type = np.int32
-    elif a.type == pa.large_string():
-        off_type = np.int64
-    else:
-        return None
-    bufs = a.buffers()
-    n = len(a)
-    if bufs[1] is None or n == 0:
-        return None
-    offsets = np.frombuffer(bufs[1], dtype=off_type)[a.offset : a.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    lengths = np.diff(offsets)
-    if a.null_count:
-        valid = np.asarray(a.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        lengths = np.where(valid, lengths, -1)
-    return offsets[:-1], lengths, data
-
-
-def _groups(
-    starts: np.ndarray, lengths: np.ndarray, data: np.ndarray, wanted: set[int]
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(row positions, bytes matrix) per length in ``wanted``, in blocks of rows."""
-    counts = np.bincount(lengths + 1) if len(lengths) else np.zeros(1, dtype=np.int64)
-    n = len(lengths)
-    for length in sorted(wanted):
-        if length + 1 >= len(counts) or not counts[length + 1] or length > len(data):
+def _chunks(arr: pa.ChunkedArray | pa.Array) -> Iterator[tuple[int, np.ndarray, np.ndarray, Any]]:
+    """Per chunk: (first row, starts, lengths with -1 for nulls, data bytes); no copies."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    row = 0
+    for a in chunks:
+        n = len(a)
+        if n == 0:
             continue
-        if counts[length + 1] == n:
-            pos_all = np.arange(n)
-        else:
-            pos_all = np.flatnonzero(lengths == length)
-        for b in range(0, len(pos_all), _CHUNK):
-            pos = pos_all[b : b + _CHUNK]
+        off_type = np.int32 if a.type == pa.string() else np.int64
+        bufs = a.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=off_type)[a.offset : a.offset + n + 1]
+        data = (
+            np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+        )
+        lengths = np.diff(offsets)
+        if a.null_count:
+            valid = np.asarray(a.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            lengths = np.where(valid, lengths, -1)
+        yield row, offsets[:-1], lengths, data
+        row += n
+
+
+def take_rows(values: pd.Series, pos: np.ndarray) -> pd.Series:
+    """``values.iloc[pos]`` with a fresh index.
+
+    pyarrow takes from a column of many chunks by first joining the chunks (a
+    copy of the whole column); here each chunk gives its own rows.
+    """
+    arr = values.array
+    ca = getattr(arr, "_pa_array", None)
+    pos = np.asarray(pos, dtype=np.int64)
+    if not isinstance(ca, pa.ChunkedArray) or ca.num_chunks < 2 or len(pos) == 0:
+        return values.iloc[pos].reset_index(drop=True)
+    if len(pos) and (pos.min() < 0 or pos.max() >= len(ca)):
+        raise IndexError("positions out of bounds")
+    order = np.argsort(pos, kind="stable")
+    ordered = pos[order]
+    bounds = np.cumsum([0] + [len(c) for c in ca.chunks])
+    which = np.searchsorted(bounds, ordered, side="right") - 1
+    cut = np.flatnonzero(np.r_[True, which[1:] != which[:-1], True])
+    pieces = [
+        ca.chunk(int(which[a])).take(pa.array(ordered[a:b] - bounds[which[a]]))
+        for a, b in itertools.pairwise(cut)
+    ]
+    taken = pa.chunked_array(pieces, type=ca.type)
+    if not (order[1:] > order[:-1]).all():
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        taken = taken.take(pa.array(back))
+    return pd.Series(type(arr)(taken), name=values.name)
+
+
+def _plain(arr: pa.ChunkedArray | pa.Array) -> bool:
+    return arr.type in (pa.string(), pa.large_string())
+
+
+def plain_ends(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lengths in bytes, -1 for nulls; whether stripping spaces surely leaves the value as is).
+
+    A value is surely unchanged by stripping when it is empty, or when its first
+    and last bytes are printable ASCII other than a space. None when the array is
+    not a plain string array.
+    """
+    if not _plain(arr):
+        return None
+    n = len(arr)
+    all_lengths = np.empty(n, dtype=np.int64)
+    clean = np.empty(n, dtype=bool)
+    for row, starts, lengths, data in _chunks(arr):
+        k = len(lengths)
+        ok = lengths <= 0
+        filled = np.flatnonzero(~ok)
+        if len(filled):
+            st = starts[filled]
+            first = data[st]
+            last = data[st + lengths[filled] - 1]
+            ok[filled] = ((first - np.uint8(0x21)) <= 0x5D) & ((last - np.uint8(0x21)) <= 0x5D)
+        all_lengths[row : row + k] = lengths
+        clean[row : row + k] = ok
+    return all_lengths, clean
+
+
+def _groups(arr: pa.ChunkedArray, wanted: set[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row positions, bytes matrix) per chunk and value length in ``wanted``."""
+    top = max(wanted)
+    for row, starts, lengths, data in _chunks(arr):
+        n = len(lengths)
+        counts = np.bincount(np.minimum(lengths, top + 1) + 1)
+        for length in sorted(wanted):
+            if length + 1 >= len(counts) or not counts[length + 1] or length > len(data):
+                continue
+            pos = np.arange(n) if counts[length + 1] == n else np.flatnonzero(lengths == length)
             st = starts[pos].astype(np.int64)
             # rows never overlap, so a span of exactly (k - 1) * length means back to back
             if len(st) > 1 and st[-1] - st[0] == (len(st) - 1) * length:
                 m = data[st[0] : st[0] + len(st) * length].reshape(len(st), length)
             else:
                 m = np.lib.stride_tricks.sliding_window_view(data, length)[st]
-            yield pos, m
+            yield pos + row, m
 
 
 def _words(shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -194,14 +250,12 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
     is checked here; pyarrow's cast then reads the values, refusing impossible
     dates such as 30 February (those slices are left to the general path).
     """
-    bufs = _buffers(arr)
-    if bufs is None:
+    if not _plain(arr):
         return None
-    starts, lengths, data = bufs
-    n = len(lengths)
+    n = len(arr)
     shaped = np.zeros(n, dtype=bool)
     naive = np.zeros(n, dtype=bool)
-    for pos, m in _groups(starts, lengths, data, set(_VARIANTS)):
+    for pos, m in _groups(arr, set(_VARIANTS)):
         w = _as_words(m)
         todo = np.ones(len(pos), dtype=bool)
         for shape, t_len, zone in _VARIANTS[m.shape[1]]:
@@ -249,13 +303,11 @@ def decimal_amounts(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | Non
     reads such numbers). Returns ``(done, values)``; None when the array is not
     a plain string array.
     """
-    bufs = _buffers(arr)
-    if bufs is None:
+    if not _plain(arr):
         return None
-    starts, lengths, data = bufs
-    n = len(lengths)
+    n = len(arr)
     shaped = np.zeros(n, dtype=bool)
-    for pos, m in _groups(starts, lengths, data, set(range(1, _MAX_DIGITS + 2))):
+    for pos, m in _groups(arr, set(range(1, _MAX_DIGITS + 2))):
         dot = m == ord(".")
         digit = (m - np.uint8(48)) <= 9
         ok = (digit | dot).all(axis=1)

@@ -380,6 +380,8 @@ def _read_text_fast(
     if invalid or table.num_rows == 0:
         return None
     frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    # the parser's block buffers are free now: hand them back rather than keep them cached
+    pa.default_memory_pool().release_unused()
     return Table(frame, name, np.arange(len(frame)) + 2, notes=notes)
 
 
