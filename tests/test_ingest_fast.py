@@ -113,6 +113,24 @@ def test_random_mixtures_of_tricky_timestamps():
                     raise AssertionError(f"{list(values)} tz={tz} dayfirst={dayfirst}") from exc
 
 
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_columns_with_few_distinct_values_parsed_once_per_value(tz):
+    rng = np.random.default_rng(5)
+    pick = rng.choice(len(TRICKY_TIMES), size=50_000)
+    values = pd.Series([TRICKY_TIMES[i] for i in pick], dtype="string[pyarrow]")
+    assert _parse._parse_distinct(values, tz, None) is not None
+    for dayfirst in (None, True):
+        _same(*_both(values, tz=tz, dayfirst=dayfirst))
+    # numbers: their unit is decided on every row, so the column takes the general path
+    digits = pd.Series(rng.choice(["1704067200000", "1704153600000"], size=50_000))
+    assert _parse._parse_distinct(digits.astype("string[pyarrow]"), tz, None) is None
+    # ambiguous slashes: the example row is the first one in the column
+    slashes = pd.Series(["2024-01-01"] * 45_000 + ["03/04/2024"] * 5_000, dtype="string[pyarrow]")
+    fast, slow = _both(slashes, tz=tz)
+    _same(fast, slow)
+    assert fast.ambiguous_example == 45_000
+
+
 def test_fast_path_is_taken_for_common_forms():
     values = pd.Series(
         ["2024-01-01T03:01:54.000Z", "2024-01-01", "2024-01-01 10:00:00", "2024-02-30"],

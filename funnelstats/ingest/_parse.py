@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._fastparse import decimal_amounts, iso_timestamps
 
@@ -111,10 +112,62 @@ def parse_timestamps(
         return _parse_numeric(values.astype("float64").to_numpy(), tz, notes)
 
     if FAST_PATH:
+        few = _parse_distinct(values, tz, dayfirst)
+        if few is not None:
+            return few
         fast = _parse_fast(values, tz, dayfirst)
         if fast is not None:
             return fast
     return _parse_strings(values, tz, dayfirst)
+
+
+_SAMPLE_ROWS = 20_000
+_FEW = 0.05  # at most this share of distinct values: parse each distinct value once
+
+
+def _parse_distinct(values: pd.Series, tz: str, dayfirst: bool | None) -> ParsedTimes | None:
+    """Columns with few distinct values (dates): each distinct value parsed once.
+
+    None when the column has many distinct values (judged on its first rows),
+    or when its values are numbers (whose unit is decided on all rows).
+    Every decision of the general path depends on which values occur, not on
+    how often, and the distinct values keep the order of their first rows.
+    """
+    arr = _arrow_strings(values)
+    n = len(values)
+    if arr is None or n < 2 * _SAMPLE_ROWS:
+        return None
+    head = arr.slice(0, _SAMPLE_ROWS)
+    if pc.count_distinct(head).as_py() > _FEW * _SAMPLE_ROWS:
+        return None
+    codes, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+    if len(uniques) > _FEW * n:
+        return None
+    distinct = pd.Series(uniques)
+    stripped = distinct.str.strip()
+    if stripped[stripped != ""].str.match(_DIGITS).all():
+        return None
+    sub = parse_timestamps(distinct, tz=tz, dayfirst=dayfirst)
+    known = codes >= 0
+    at = np.where(known, codes, 0)
+
+    def spread(mask: np.ndarray) -> np.ndarray:
+        return np.where(known, mask[at], False) if len(mask) else np.zeros(n, dtype=bool)
+
+    ns = np.where(known, sub.ns[at], NAT) if len(uniques) else np.full(n, NAT, dtype=np.int64)
+    out = ParsedTimes(
+        ns,
+        spread(sub.missing) | ~known,
+        spread(sub.bad),
+        spread(sub.naive),
+        spread(sub.dst_ambiguous),
+        spread(sub.dst_nonexistent),
+        list(sub.notes),
+        sub.ambiguous_format,
+    )
+    if sub.ambiguous_example is not None:
+        out.ambiguous_example = int(np.argmax(codes == sub.ambiguous_example))
+    return out
 
 
 def _parse_strings(
