@@ -1,6 +1,6 @@
 """Ingest a cached benchmark CSV once, for a profiler.
 
-    python benchmarks/profile_ingest.py 1000000 [--repeat 1]
+    python benchmarks/profile_ingest.py 1000000 [--repeat 1] [--layout core]
 
 Generate the data first with ``python benchmarks/run.py --sizes N --steps ingest``.
 """
@@ -23,9 +23,10 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("deals", type=int)
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--layout", default="core")
     p.add_argument("--cache-dir", type=Path, default=HERE / "cache")
     args = p.parse_args()
-    folders = sorted(args.cache_dir.glob(f"salesforce-{args.deals}-*/meta.json"))
+    folders = sorted(args.cache_dir.glob(f"salesforce-{args.layout}-{args.deals}-*/meta.json"))
     if not folders:
         raise SystemExit(f"no cached data for {args.deals} deals; run run.py --sizes {args.deals}")
     folder = folders[-1].parent
