@@ -719,7 +719,7 @@ def _sorted_codes(values: pd.Series, idx: np.ndarray) -> tuple[np.ndarray, Any]:
     rank = np.empty(len(uniques) + 1, dtype=np.int64)
     rank[order] = np.arange(len(uniques))
     rank[-1] = -1
-    return rank[codes[idx]], uniques.take(order)
+    return rank[codes[idx]], pd.array(uniques.take(order), dtype="string[pyarrow]")
 
 
 def _is_sorted(deal: np.ndarray, at: np.ndarray, tie: np.ndarray) -> bool:
