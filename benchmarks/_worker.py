@@ -219,7 +219,7 @@ def setup(step: str, ctx: dict[str, Any]) -> Callable[[], Any]:
     if step == "time_in_stage":
         return _analysis(ctx, fn)
     if step == "stage_outcomes":
-        return _analysis(ctx, lambda d: [fn(d, s) for s in d.pipeline.stages])
+        return _analysis(ctx, fn)  # every open stage (the default)
     if step == "snapshot":
         import pandas as pd
 

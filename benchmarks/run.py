@@ -115,23 +115,54 @@ def _load() -> list[float] | None:
 # --------------------------------------------------------------------------- running
 
 
-def _call_worker(step: str, ctx: dict[str, Any], timeout: float) -> dict[str, Any]:
+def _rss_tree_mb(pid: int) -> float:
+    """Resident memory of a process and its children (Linux; 0 elsewhere)."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+            todo.extend(int(k) for k in kids)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def _call_worker(
+    step: str, ctx: dict[str, Any], timeout: float, max_mb: float | None = None
+) -> dict[str, Any]:
+    """Run one step in a fresh process; stop it past ``timeout`` s or ``max_mb`` MB resident."""
     with tempfile.TemporaryDirectory(prefix="funnelstats-bench-") as tmp:
         ctx_path = Path(tmp) / "ctx.json"
         res_path = Path(tmp) / "result.json"
+        err_path = Path(tmp) / "stderr.txt"
         ctx_path.write_text(json.dumps(ctx), encoding="utf-8")
         cmd = [sys.executable, str(HERE / "_worker.py"), step, str(ctx_path), str(res_path)]
         t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            return {"step": step, "status": "timeout", "reason": f"over {timeout:.0f} s"}
+        with open(err_path, "w", encoding="utf-8") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            stopped = None
+            while proc.poll() is None:
+                time.sleep(0.2)
+                if time.perf_counter() - t0 > timeout:
+                    stopped = ("timeout", f"over {timeout:.0f} s")
+                elif max_mb is not None and _rss_tree_mb(proc.pid) > max_mb:
+                    stopped = ("over memory limit", f"over {max_mb:,.0f} MB resident")
+                if stopped:
+                    proc.kill()
+                    proc.wait()
+                    return {"step": step, "status": stopped[0], "reason": stopped[1]}
         wall = time.perf_counter() - t0
         if proc.returncode != 0 or not res_path.exists():
+            stderr = err_path.read_text(encoding="utf-8", errors="replace")
             return {
                 "step": step,
                 "status": "error",
-                "reason": f"worker exited {proc.returncode}: {proc.stderr.strip()[-2000:]}",
+                "reason": f"worker exited {proc.returncode}: {stderr.strip()[-2000:]}",
             }
         out = json.loads(res_path.read_text(encoding="utf-8"))
         out["process_wall_s"] = wall
@@ -195,7 +226,7 @@ def run_size(deals: int, args: argparse.Namespace, steps: list[str]) -> dict[str
     load_before = _load()
     results: dict[str, Any] = {}
     for step in steps:
-        res = _call_worker(step, ctx, args.timeout)
+        res = _call_worker(step, ctx, args.timeout, args.max_memory_gb * 1024)
         if res.get("status") == "ok":
             times = res["times_s"]
             res["median_s"] = statistics.median(times)
@@ -363,6 +394,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--steps", help=f"comma-separated subset of steps (default all: {','.join(_worker.STEPS)})"
     )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per step process")
+    p.add_argument(
+        "--max-memory-gb",
+        type=float,
+        default=8.0,
+        help="stop a step whose process tree holds more than this (default %(default)s GB)",
+    )
     p.add_argument("--cache-dir", type=Path, default=HERE / "cache")
     p.add_argument("--results-dir", type=Path, default=HERE / "results")
     p.add_argument(
