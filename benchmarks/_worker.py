@@ -251,6 +251,7 @@ def measure(step: str, ctx: dict[str, Any]) -> dict[str, Any]:
     out["setup_rss_mb"] = rss_mb()
     out["peak_reset"] = reset_peak()
     times = []
+    first_peak = None
     try:
         for _ in range(int(ctx["repeat"])):
             gc.collect()
@@ -258,12 +259,22 @@ def measure(step: str, ctx: dict[str, Any]) -> dict[str, Any]:
             result = run()
             times.append(time.perf_counter() - t)
             del result
+            if first_peak is None:
+                first_peak = _maxrss_mb(resource.RUSAGE_SELF)
     except Exception as exc:
         return {**out, "status": "error", "reason": _why(exc), "traceback": _tb()}
     peak = _maxrss_mb(resource.RUSAGE_SELF)
     if step == "report":  # the work happens in child processes
         peak = max(peak, _maxrss_mb(resource.RUSAGE_CHILDREN))
-    return {**out, "status": "ok", "times_s": times, "peak_rss_mb": peak}
+    if step == "report":
+        first_peak = peak
+    return {
+        **out,
+        "status": "ok",
+        "times_s": times,
+        "peak_rss_mb": peak,
+        "peak_first_run_mb": first_peak,
+    }
 
 
 def _why(exc: BaseException) -> str:

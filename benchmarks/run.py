@@ -277,16 +277,21 @@ def targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             t["note"] = "not available: " + ", ".join(missing)
         out.append(t)
         peaks = {
-            k: v["peak_rss_mb"]
+            k: v.get("peak_first_run_mb") or v["peak_rss_mb"]
             for k, v in st.items()
             if v.get("status") == "ok" and k not in ("pyarrow_parse", "duckdb_query")
         }
         if peaks:
             worst = max(peaks, key=lambda k: peaks[k])
             t = _target(
-                "peak memory (MB, worst funnelstats step)", n, peaks[worst], PEAK_LIMIT_MB, ""
+                "peak memory (MB, first run, worst funnelstats step)",
+                n,
+                peaks[worst],
+                PEAK_LIMIT_MB,
+                "",
             )
-            t["note"] = f"worst step: {worst}"
+            over_runs = st[worst]["peak_rss_mb"]
+            t["note"] = f"worst step: {worst}; {over_runs:,.0f} MB over all runs"
             out.append(t)
         rep = _med(st, "report")
         out.append(_target("whole report (s)", n, rep, 30.0, "", strict=True))
@@ -339,15 +344,21 @@ def _target(
 def _row(step: str, r: dict[str, Any]) -> str:
     if r.get("status") != "ok":
         return f"{step:<18} {r.get('status')}: {r.get('reason', '')}"[:160]
-    peak = r.get("peak_rss_mb")
-    base = r.get("setup_rss_mb")
-    mem = f"{peak:8.0f}" if peak is not None else "       -"
-    held = f"{base:8.0f}" if base is not None else "       -"
-    return f"{step:<18} {r['median_s']:9.3f} {r['min_s']:9.3f} {r['runs']:5d} {mem} {held}"
+
+    def mb(x: float | None) -> str:
+        return f"{x:8.0f}" if x is not None else "       -"
+
+    return (
+        f"{step:<18} {r['median_s']:9.3f} {r['min_s']:9.3f} {r['runs']:5d} "
+        f"{mb(r.get('peak_first_run_mb'))} {mb(r.get('peak_rss_mb'))} {mb(r.get('setup_rss_mb'))}"
+    )
 
 
 def header() -> str:
-    return f"  {'step':<18} {'median s':>9} {'min s':>9} {'runs':>5} {'peak MB':>8} {'held MB':>8}"
+    return (
+        f"  {'step':<18} {'median s':>9} {'min s':>9} {'runs':>5} {'peak 1st':>8} "
+        f"{'peak MB':>8} {'held MB':>8}"
+    )
 
 
 def print_targets(ts: list[dict[str, Any]]) -> None:
