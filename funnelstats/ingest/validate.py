@@ -9,7 +9,6 @@ the rows are in the :class:`~funnelstats.ingest.report.IngestReport`.
 from __future__ import annotations
 
 import difflib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,6 @@ from .report import RULES, IngestReport
 __all__ = ["Mapped", "build_funnel", "resolve_column"]
 
 _EARLY = pd.Timestamp("1990-01-01").value
-_PARSE_THREADS = 2
 _STATUS_KEPT, _STATUS_REPAIRED, _STATUS_QUARANTINED = 0, 1, 2
 
 
@@ -278,6 +276,8 @@ def build_funnel(
     if on_unknown_stage not in ("error", "quarantine", "add"):
         raise ValueError("on_unknown_stage must be 'error', 'quarantine' or 'add'")
     table = mapped.table
+    cols = mapped.columns
+    col = cols.get
     tz_given = tz is not None
     tz = tz or "UTC"
     _check_tz(tz)
@@ -303,50 +303,6 @@ def build_funnel(
             "reason": [why for _, _, why in table.malformed],
             "text": [t for _, t, _ in table.malformed],
         }
-    )
-    # The three parses are independent and release the GIL for most of their work:
-    # they run on two threads while the deal ids and stages are checked.
-    with ThreadPoolExecutor(max_workers=_PARSE_THREADS) as pool:
-        return _build(
-            mapped,
-            k,
-            pool,
-            pipeline,
-            tz,
-            tz_given,
-            strict,
-            exported_at,
-            on_unknown_stage,
-            dayfirst,
-            notes,
-            n,
-            malformed_frame,
-        )
-
-
-def _build(
-    mapped: Mapped,
-    k: _Collector,
-    pool: ThreadPoolExecutor,
-    pipeline: Pipeline | None,
-    tz: str,
-    tz_given: bool,
-    strict: bool,
-    exported_at: Any,
-    on_unknown_stage: str,
-    dayfirst: bool | None,
-    notes: list[str],
-    n: int,
-    malformed_frame: pd.DataFrame,
-) -> FunnelData:
-    table = mapped.table
-    col = mapped.columns.get
-    at_parse = pool.submit(parse_timestamps, mapped.at, tz=tz, dayfirst=dayfirst)
-    amount_parse = pool.submit(parse_amounts, mapped.amount) if mapped.amount is not None else None
-    close_parse = (
-        pool.submit(parse_timestamps, mapped.close_date, tz=tz, dayfirst=dayfirst)
-        if mapped.close_date is not None
-        else None
     )
     for mask, rule, column, message in mapped.pre_quarantine:
         k.quarantine(mask, rule, column, message, source=True)
@@ -389,7 +345,7 @@ def _build(
     stage = stage_stripped
 
     # ---- time of the change
-    times = at_parse.result()
+    times = parse_timestamps(mapped.at, tz=tz, dayfirst=dayfirst)
     if times.ambiguous_format:
         pos = k.pos[times.ambiguous_example] if times.ambiguous_example is not None else None
         raise table.error(
@@ -433,7 +389,7 @@ def _build(
 
     # ---- amounts
     if mapped.amount is not None:
-        am = amount_parse.result()  # type: ignore[union-attr]
+        am = parse_amounts(mapped.amount)
         acol = col("amount")
         k.repair(
             am.text,
@@ -476,7 +432,7 @@ def _build(
     # ---- expected close date (optional)
     close_ns = np.full(n, NAT, dtype=np.int64)
     if mapped.close_date is not None:
-        cd = close_parse.result()  # type: ignore[union-attr]
+        cd = parse_timestamps(mapped.close_date, tz=tz, dayfirst=dayfirst)
         k.repair(
             cd.bad,
             "close_date_unparseable",
