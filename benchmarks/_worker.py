@@ -178,12 +178,19 @@ def _report_runner(ctx: dict[str, Any]) -> Callable[[], Any]:
         sys.executable,
         "-c",
         "from funnelstats.cli import main; main()",
+        "-q",
         "report",
         ctx["csv"],
         "--out",
         out,
         "--pipeline",
         ctx["pipeline"],
+        "--exported-at",
+        ctx["exported_at"],
+        "--n-sims",
+        str(int(ctx["n_sims"])),
+        "--generated-at",
+        "2025-01-01T00:00:00Z",
     ]
 
     def run() -> Any:
