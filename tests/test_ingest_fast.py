@@ -306,6 +306,8 @@ CASES = {
         False,
     ),
     "blank lines at the end": ((_rows(30) + "\n\r\n\n").encode(), True),
+    "blank line ended by a lone cr": (_rows(30).replace("\n", "\n\r", 2).encode(), False),
+    "row of empty cells": (_rows(30).replace("\n", "\n,,,\n", 2).encode(), False),
     "spaces in header": (_rows(30).replace("deal_id,stage", " deal_id , stage").encode(), True),
     "empty cells": (_rows(30).replace(".5\n", "\n").encode(), True),
     "bom": (b"\xef\xbb\xbf" + _rows(30).encode(), True),
@@ -351,6 +353,28 @@ def test_file_fast_path_with_encoding_given(tmp_path):
     fast, slow, took = _read_both(p, encoding="cp1252")
     _same_table(fast, slow)
     assert not took
+
+
+def test_blank_line_ended_by_a_lone_cr_keeps_row_numbers(tmp_path):
+    p = tmp_path / "export.csv"
+    p.write_bytes(b"deal_id,stage\nA,Lead\n\rB,Won\n")
+    t = _io.read_table(p)
+    assert t.rows.tolist() == [2, 4]
+    assert any("1 blank line(s) skipped (row 3)" in n for n in t.notes)
+
+
+def test_large_file_with_line_breaks_in_quoted_cells(tmp_path, monkeypatch):
+    """Cells holding line breaks in a file of many pyarrow blocks: read by the fast path
+    (pyarrow told that cells may hold line breaks), the same as the general path."""
+    rows = [f'D{i:06d},Lead,"first line\nsecond, line {i}",{i}' for i in range(20_000)]
+    p = tmp_path / "notes.csv"
+    p.write_text("deal_id,stage,notes,amount\n" + "\n".join(rows) + "\n")
+    monkeypatch.setattr(_io, "_BLOCK_SIZE", 1 << 16)
+    assert p.stat().st_size > 10 * _io._BLOCK_SIZE
+    fast, slow, took = _read_both(p)
+    assert took
+    _same_table(fast, slow)
+    assert fast.frame["notes"].iloc[-1] == "first line\nsecond, line 19999"
 
 
 def test_file_fast_path_declines_binary_data(tmp_path):

@@ -567,8 +567,7 @@ def _empty_rows(table: pa.Table) -> np.ndarray:
     """Positions of rows whose every cell is empty (how pyarrow keeps a blank line)."""
     if table.num_columns == 0 or table.num_rows == 0:
         return np.zeros(0, dtype=np.int64)
-    first = pc.equal(pc.binary_length(table.column(0)), 0)
-    pos = np.flatnonzero(first.to_numpy(zero_copy_only=False))
+    pos = _empty_cells(table.column(0))
     if len(pos) and table.num_columns > 1:
         rows = table.take(pa.array(pos))
         empty = np.ones(len(pos), dtype=bool)
@@ -576,6 +575,22 @@ def _empty_rows(table: pa.Table) -> np.ndarray:
             empty &= pc.equal(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
         pos = pos[empty]
     return pos
+
+
+def _empty_cells(col: pa.ChunkedArray) -> np.ndarray:
+    """Positions of the empty strings in a string column, from its offsets (no copies)."""
+    out, row = [], 0
+    for chunk in col.chunks:
+        n = len(chunk)
+        if chunk.type != pa.string() or chunk.null_count:  # pragma: no cover - read as text
+            lengths = pc.binary_length(chunk).fill_null(-1).to_numpy(zero_copy_only=False)
+            out.append(np.flatnonzero(lengths == 0) + row)
+        elif n:
+            off = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+            off = off[chunk.offset : chunk.offset + n + 1]
+            out.append(np.flatnonzero(off[1:] == off[:-1]) + row)
+        row += n
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def _parse_options(

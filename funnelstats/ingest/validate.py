@@ -350,7 +350,7 @@ def build_funnel(
         stage,
         stage_stripped,
     )
-    stage = _stage_variants(k, stage_stripped, pipeline, col("stage"))
+    stage, stage_factorized = _stage_variants(k, stage_stripped, pipeline, col("stage"))
 
     # ---- time of the change
     times = parse_timestamps(mapped.at, tz=tz, dayfirst=dayfirst)
@@ -460,7 +460,7 @@ def build_funnel(
     alive = k.status[k.pos] != _STATUS_QUARANTINED
     # ---- pipeline (stage names factorized once: a stage column holds a handful of names)
     known_stage = ~smiss
-    stage_all, stage_names = pd.factorize(stage, use_na_sentinel=True)
+    stage_all, stage_names = stage_factorized
     pipeline, unknown = _resolve_pipeline(
         k, pipeline, stage, alive & known_stage, on_unknown_stage, (stage_all, stage_names)
     )
@@ -725,8 +725,11 @@ def _maybe_invisible(values: pd.Series) -> bool:
         if buf is None:
             continue
         b = np.frombuffer(buf, dtype=np.uint8)
-        if ((b < 0x20) & (b != 0x09) & (b != 0x0A) & (b != 0x0D)).any() or (b >= 0x7F).any():
-            return True
+        odd = (b - np.uint8(0x20)) > 0x5E  # outside printable ASCII: one pass over the bytes
+        if odd.any():
+            x = b[odd]
+            if ((x >= 0x7F) | ((x != 0x09) & (x != 0x0A) & (x != 0x0D))).any():
+                return True
     return False
 
 
@@ -737,13 +740,14 @@ def _case_key(name: str) -> str:
 
 def _stage_variants(
     k: _Collector, stage: pd.Series, pipeline: Pipeline | None, column: str | None
-) -> pd.Series:
+) -> tuple[pd.Series, tuple[np.ndarray, Any]]:
     """One spelling per stage: Unicode NFC, and variants in case or inner spacing merged.
 
     With a pipeline, a name that differs from exactly one pipeline stage only in case or
     spacing takes the pipeline's spelling. Without one, such variants take the spelling
     used most often (the first seen on a tie). Both are counted as repairs; names that differ
-    in punctuation or spelling are never merged.
+    in punctuation or spelling are never merged. Returns the stage names and their
+    ``pd.factorize`` (codes, names), made once here for the steps after.
     """
     codes, uniques = pd.factorize(stage, use_na_sentinel=True)
     names = [str(u) for u in uniques]
@@ -787,7 +791,7 @@ def _stage_variants(
                 target.update({i: names[best] for i in members if i != best})
         whose = "the most frequent"
     if not target:
-        return stage
+        return stage, (codes, uniques)
     spelled = np.asarray([target.get(i, u) for i, u in enumerate(names)] + [None], dtype=object)[
         codes
     ]
@@ -801,7 +805,7 @@ def _stage_variants(
         stage,
         new,
     )
-    return new
+    return new, pd.factorize(new, use_na_sentinel=True)
 
 
 def _far_future(at: np.ndarray) -> np.ndarray:
@@ -816,7 +820,10 @@ def _far_future(at: np.ndarray) -> np.ndarray:
     limit = min(max(10, n // 100), (n - 1) // 2)
     if limit < 1:
         return out
-    # the limit + 1 latest timestamps, sorted: a partition, not a sort of every row
+    # more than limit rows within a year of the latest: no gap of a year among the latest
+    # limit + 1 (the usual case, told in one pass, without sorting or copying the times)
+    if np.count_nonzero(at > at.max() - _YEAR_NS) > limit:
+        return out
     tail = np.sort(np.partition(at, n - limit - 1)[n - limit - 1 :])
     big = np.flatnonzero(np.diff(tail) > _YEAR_NS)
     if len(big):
