@@ -339,7 +339,7 @@ def _read_text(
     delim = delimiter or _sniff_delimiter(first_line)
     if delim != ",":
         notes.append(f"delimiter {delim!r}")
-    header = next(csv.reader(io.StringIO(text), delimiter=delim))
+    header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delim), [])
     if not any(h.strip() for h in header):
         raise FunnelDataError("the file has no header row", file=name, rule="empty_file")
     names = _dedupe([h.strip() for h in header], notes)
@@ -473,29 +473,22 @@ def _read_text_fast(
     if not any(h.strip() for h in header):
         return None
     names = _dedupe([h.strip() for h in header], notes)
-    invalid: list[Any] = []
-
-    def handler(row: Any) -> str:
-        invalid.append(row)
-        return "skip"
-
     try:
         table = pacsv.read_csv(
             str(path),
             read_options=pacsv.ReadOptions(
                 column_names=names, skip_rows=skip, block_size=_BLOCK_SIZE
             ),
-            # without quotes, blank lines are kept as rows of empty cells and found below
+            # no handler for ragged rows: pyarrow raises at the first and the general path
+            # decides; without quotes, blank lines are kept as rows of empty cells (below)
             parse_options=_parse_options(
-                delim, handler, quotes=quotes > 0, ignore_empty_lines=quotes > 0
+                delim, None, quotes=quotes > 0, ignore_empty_lines=quotes > 0
             ),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False
             ),
         )
     except (pa.ArrowInvalid, pa.ArrowException, OSError):
-        return None
-    if invalid:
         return None
     if not quotes:
         empty = _empty_rows(table)
