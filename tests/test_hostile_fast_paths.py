@@ -7,8 +7,7 @@ corpus (tests/data/hostile, EXPECTED.toml) is read
 
 - at its natural size with every fast path forced on (the size threshold lowered to 0, the
   distinct-value path taken for any column with a repeated value) and with every fast path
-  off: the same tables,
-  report, notes and errors;
+  off: the same tables, report, notes and errors;
 - padded above the real threshold with blank lines after its last record (which add no
   rows): the same outcome as at its natural size;
 - with its body repeated past the real threshold: the same table (rows, row numbers,
@@ -16,6 +15,8 @@ corpus (tests/data/hostile, EXPECTED.toml) is read
 
 The hostile values themselves (decimal commas, currency marks, US times, far-future,
 epoch and Excel-serial timestamps, ...) go through each fast parser and the general one.
+Generated files (every dialect of test_properties_ingest, and files made of the bytes that
+decide between the readers) read the same through both readers.
 """
 
 from __future__ import annotations
