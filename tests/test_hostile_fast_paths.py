@@ -503,11 +503,14 @@ def raw_files(draw) -> bytes:
     return out + tail
 
 
-@given(raw_files())
-def test_random_files_read_the_same_by_both_readers(tmp_path_factory, raw):
-    """The fast reader gives the general reader's table (or declines) on generated files."""
+@given(raw_files(), st.sampled_from([_io._BLOCK_SIZE, 64, 512]))
+def test_random_files_read_the_same_by_both_readers(tmp_path_factory, raw, block):
+    """The fast reader gives the general reader's table (or declines) on generated files,
+    also when pyarrow reads them in blocks of a few rows (cells with line breaks cut)."""
     path = tmp_path_factory.mktemp("bytes") / "export.csv"
     path.write_bytes(raw)
+    saved = _io._BLOCK_SIZE
+    _io._BLOCK_SIZE = block
 
     def read() -> object:
         try:
@@ -516,8 +519,11 @@ def test_random_files_read_the_same_by_both_readers(tmp_path_factory, raw):
             return (exc.rule, str(exc))
         return (t.frame, t.rows.tolist(), t.malformed, t.notes)
 
-    with fast_paths(True):
-        fast = read()
+    try:
+        with fast_paths(True):
+            fast = read()
+    finally:
+        _io._BLOCK_SIZE = saved
     with fast_paths(False):
         general = read()
     if isinstance(fast[0], pd.DataFrame) and isinstance(general[0], pd.DataFrame):
@@ -525,3 +531,26 @@ def test_random_files_read_the_same_by_both_readers(tmp_path_factory, raw):
         assert fast[1:] == general[1:]
     else:
         assert fast == general
+
+
+@given(
+    st.lists(st.sampled_from([b"a", b'"', b"\r", b"\n", b","]), max_size=60).map(b"".join),
+    st.integers(0, 3),
+    st.sampled_from([1, 2, 7, 1 << 24]),
+)
+def test_byte_scan_answers_as_the_text_checks(raw, start, block):
+    """The fast reader's scan (in blocks, any block length) counts the quotes and finds
+    the blank lines the general path's checks find on the text."""
+    start = min(start, len(raw))
+    end = start + len(raw[start:].rstrip(b"\r\n"))
+    saved = _io._SCAN_BYTES
+    _io._SCAN_BYTES = block
+    try:
+        quotes, blank = _io._quotes_and_blank(
+            np.frombuffer(raw, dtype=np.uint8), start, end, cr=b"\r" in raw[start:end]
+        )
+    finally:
+        _io._SCAN_BYTES = saved
+    text = raw[start:].decode()
+    assert quotes == text.count('"')
+    assert blank == _io._has_blank_line(text)

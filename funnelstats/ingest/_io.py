@@ -473,22 +473,30 @@ def _read_text_fast(
     if not any(h.strip() for h in header):
         return None
     names = _dedupe([h.strip() for h in header], notes)
-    try:
-        table = pacsv.read_csv(
-            str(path),
-            read_options=pacsv.ReadOptions(
-                column_names=names, skip_rows=skip, block_size=_BLOCK_SIZE
-            ),
-            # no handler for ragged rows: pyarrow raises at the first and the general path
-            # decides; without quotes, blank lines are kept as rows of empty cells (below)
-            parse_options=_parse_options(
-                delim, None, quotes=quotes > 0, ignore_empty_lines=quotes > 0
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowException, OSError):
+    # With quotes, a cell may hold a line break. pyarrow's reader cuts the file into blocks
+    # at line breaks and refuses a block cut inside a cell; told that cells may hold line
+    # breaks it cuts only between records, but slower. The quick way first, then that one.
+    table = None
+    for newlines in (False, True) if quotes else (False,):
+        try:
+            table = pacsv.read_csv(
+                str(path),
+                read_options=pacsv.ReadOptions(
+                    column_names=names, skip_rows=skip, block_size=_BLOCK_SIZE
+                ),
+                # no handler for ragged rows: pyarrow raises at the first and the general
+                # path decides; without quotes, blank lines are kept as rows of empty cells
+                parse_options=_parse_options(
+                    delim, None, quotes=newlines, ignore_empty_lines=quotes > 0
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, strings_can_be_null=False
+                ),
+            )
+            break
+        except (pa.ArrowInvalid, pa.ArrowException, OSError):
+            continue
+    if table is None:
         return None
     if not quotes:
         empty = _empty_rows(table)
@@ -523,11 +531,11 @@ def _scan_bytes(mm: mmap.mmap, start: int) -> tuple[int, bool, int]:
 
     Returns (quote characters, whether a blank line comes before the last record, blank
     lines after it). In UTF-8 no byte of a multi-byte character is a quote, CR or LF, so the
-    bytes answer as the text does. Quotes are looked for with one ``memchr`` and counted
-    only when there are some. Blank lines are searched for only in a file with quotes (a
-    blank line inside a quoted cell sends the general path to its exact reader, too);
-    without quotes a blank line is a row of empty cells in pyarrow's result, which costs
-    nothing to look for (``False`` is returned here, and :func:`_empty_rows` finds them).
+    bytes answer as the text does. Quotes are looked for with one ``memchr``; only a file
+    with quotes is scanned further, in blocks with numpy: its quotes counted, and its blank
+    lines looked for (a blank line inside a quoted cell sends the general path to its exact
+    reader, too). Without quotes a blank line is a row of empty cells in pyarrow's result,
+    which costs nothing to look for (``False`` is returned here; see :func:`_empty_rows`).
     """
     size = end = len(mm)
     while end > start:  # blank lines at the end shift nothing: find where they begin
@@ -539,21 +547,29 @@ def _scan_bytes(mm: mmap.mmap, start: int) -> tuple[int, bool, int]:
     tail = mm[end:size]
     ends = tail.count(b"\n") + tail.count(b"\r") - tail.count(b"\r\n")
     blank_at_end = max(ends - 1, 0)
-    first = mm.find(b'"', start)
-    if first < 0:
+    if mm.find(b'"', start) < 0:
         return 0, False, blank_at_end
-    data = np.frombuffer(mm, dtype=np.uint8)
-    quotes = sum(
-        int(np.count_nonzero(data[i : i + _SCAN_BYTES] == 0x22))
-        for i in range(first, size, _SCAN_BYTES)
-    )
-    del data  # the map cannot close while a view of it is alive
     cr = mm.find(b"\r", start, end) >= 0
-    blank = any(
-        mm.find(pattern, start, end) >= 0
-        for pattern in ((b"\n\n", b"\n\r", b"\r\r") if cr else (b"\n\n",))
-    )
+    quotes, blank = _quotes_and_blank(np.frombuffer(mm, dtype=np.uint8), start, end, cr=cr)
     return quotes, blank, blank_at_end
+
+
+def _quotes_and_blank(data: np.ndarray, start: int, end: int, *, cr: bool) -> tuple[int, bool]:
+    """Quote characters from ``start`` on, and whether two line ends follow each other in
+    ``data[start:end]`` (LF LF, LF CR or CR CR; CR LF is one line end), in blocks."""
+    quotes, blank = 0, False
+    for i in range(start, len(data), _SCAN_BYTES):
+        quotes += int(np.count_nonzero(data[i : i + _SCAN_BYTES] == 0x22))
+        if not blank and i < end:
+            # the block reaches one byte into the next, so no pair is missed at the seams
+            block = data[i : min(i + _SCAN_BYTES + 1, end)]
+            lf = block == 0x0A
+            pair = lf[:-1] & lf[1:]
+            if cr:
+                c = block == 0x0D
+                pair |= (lf[:-1] | c[:-1]) & c[1:]
+            blank = bool(pair.any())
+    return quotes, blank
 
 
 def _empty_rows(table: pa.Table) -> np.ndarray:
