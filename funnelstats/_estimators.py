@@ -68,7 +68,12 @@ class EventTable:
     @property
     def observed(self) -> np.ndarray:
         """Exits of any cause."""
-        return self.events.sum(axis=1)
+        if self.events.shape[1] == 0:
+            return self.events.sum(axis=1)
+        out = self.events[:, 0].copy()
+        for j in range(1, self.events.shape[1]):  # column by column: as sum(axis=1), faster
+            out += self.events[:, j]
+        return out
 
     def rows(self, g: int) -> slice:
         return slice(int(self.offsets[g]), int(self.offsets[g + 1]))
@@ -126,42 +131,101 @@ def event_table(
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     if n and (np.any(causes < 0) or np.any(causes > n_causes)):
         raise ValueError("causes must be within 0..n_causes")
-    order = np.lexsort((durations, groups))
-    g = groups[order]
-    t = durations[order]
-    c = causes[order]
-    w = w[order]
-    if n:
-        new = np.r_[True, (g[1:] != g[:-1]) | (t[1:] != t[:-1])]
+    packed = None
+    if weights is None:
+        packed = _packed_counts(durations, groups, causes, n_groups, n_causes)
+    if packed is not None:
+        row_group, time, ev, cens, removed = packed
     else:
-        new = np.zeros(0, dtype=bool)
-    run = np.cumsum(new) - 1
-    starts = np.flatnonzero(new)
-    m = len(starts)
-    ev = np.zeros((m, n_causes))
-    for k in range(1, n_causes + 1):
-        sel = c == k
-        if sel.any():
-            ev[:, k - 1] = np.bincount(run[sel], weights=w[sel], minlength=m)
-    cens = np.bincount(run[c == 0], weights=w[c == 0], minlength=m) if m else np.zeros(0)
-    removed = ev.sum(axis=1) + cens
-    row_group = g[starts]
-    totals = np.bincount(g, weights=w, minlength=n_groups).astype(float)
+        order = np.lexsort((durations, groups))
+        g = groups[order]
+        t = durations[order]
+        c = causes[order]
+        w = w[order]
+        if n:
+            new = np.r_[True, (g[1:] != g[:-1]) | (t[1:] != t[:-1])]
+        else:
+            new = np.zeros(0, dtype=bool)
+        run = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        m = len(starts)
+        ev = np.zeros((m, n_causes))
+        for k in range(1, n_causes + 1):
+            sel = c == k
+            if sel.any():
+                ev[:, k - 1] = np.bincount(run[sel], weights=w[sel], minlength=m)
+        cens = np.bincount(run[c == 0], weights=w[c == 0], minlength=m) if m else np.zeros(0)
+        removed = ev.sum(axis=1) + cens
+        row_group = g[starts]
+        time = t[starts].astype(float)
+        groups = g  # the weighted totals below add in the same order as before
+    m = len(row_group)
+    totals = np.bincount(groups, weights=w, minlength=n_groups).astype(float)
     offsets = np.searchsorted(row_group, np.arange(n_groups + 1), side="left").astype(np.int64)
     # at risk just before t: group total minus everything removed earlier in the group
-    cum = np.cumsum(removed)
-    before = cum - removed
-    group_base = np.r_[0.0, cum][offsets[:-1]]
-    at_risk = totals[row_group] - (before - group_base[row_group]) if m else np.zeros(0)
+    before = np.cumsum(removed)
+    before -= removed
+    at_risk = np.empty(m)
+    for gi in range(n_groups):
+        lo, hi = int(offsets[gi]), int(offsets[gi + 1])
+        if hi > lo:
+            at_risk[lo:hi] = totals[gi] - (before[lo:hi] - before[lo])
     return EventTable(
         group=row_group.astype(np.int64),
-        time=t[starts].astype(float),
+        time=time,
         at_risk=at_risk,
         events=ev,
         censored=cens,
         offsets=offsets,
         totals=totals,
     )
+
+
+def _packed_counts(
+    durations: np.ndarray, groups: np.ndarray, causes: np.ndarray, n_groups: int, n_causes: int
+) -> tuple[np.ndarray, ...] | None:
+    """The counts of :func:`event_table` for unit weights and integer durations, or None.
+
+    Group, duration and cause are packed into one int64 key per subject and
+    the keys sorted: one sort of plain integers. Runs of equal keys are the
+    exits (or censorings) of one cause at one duration in one group, so every
+    count is a difference of positions; no gathers over all subjects. None
+    when the values do not fit in 63 bits.
+    """
+    n = len(durations)
+    if not n or durations.dtype.kind not in "iu":
+        return None
+    t_min, t_max = int(durations.min()), int(durations.max())
+    g_min, g_max = int(groups.min()), int(groups.max())
+    if t_min < 0 or g_min < 0 or g_max >= n_groups:
+        return None
+    n_c, span = n_causes + 1, t_max + 1
+    if n_groups * span * n_c >= 2**63:
+        return None
+    key = groups.astype(np.int64) * span
+    key += durations
+    key *= n_c
+    key += causes
+    key.sort()
+    rest = key // n_c  # group * span + duration
+    seg_new = np.ones(n, dtype=bool)
+    np.not_equal(key[1:], key[:-1], out=seg_new[1:])
+    seg = np.flatnonzero(seg_new)  # runs of one (group, duration, cause)
+    seg_len = np.diff(np.r_[seg, n]).astype(float)
+    seg_rest = rest[seg]
+    run_new = np.ones(len(seg), dtype=bool)
+    np.not_equal(seg_rest[1:], seg_rest[:-1], out=run_new[1:])
+    run_of_seg = np.cumsum(run_new) - 1
+    run_rest = seg_rest[run_new]
+    m = len(run_rest)
+    seg_cause = key[seg] % n_c
+    ev = np.zeros((m, n_causes))
+    cens = np.zeros(m)
+    exit_ = seg_cause > 0
+    ev[run_of_seg[exit_], seg_cause[exit_] - 1] = seg_len[exit_]
+    cens[run_of_seg[~exit_]] = seg_len[~exit_]
+    removed = np.bincount(run_of_seg, weights=seg_len, minlength=m)
+    return run_rest // span, (run_rest % span).astype(float), ev, cens, removed
 
 
 def _z(alpha: float) -> float:
@@ -245,22 +309,27 @@ def aalen_johansen(table: EventTable, *, alpha: float = 0.05) -> AJResult:
         s_prev = np.r_[1.0, km.survival[r][:-1]]
         nn = n[r]
         aa = a[r]
+        # the same for every cause: computed once per group
+        A = np.cumsum(aa)
+        s_prev2, nn2, nn3 = s_prev**2, nn**2, nn**3
         for j in range(k):
             dk = table.events[r, j]
             f = np.cumsum(s_prev * dk / nn)
             cif[r, j] = f
             with np.errstate(divide="ignore", invalid="ignore"):
-                b = s_prev**2 * dk * (nn - dk) / nn**3
-                c = s_prev * dk / nn**2
+                b = s_prev2 * dk * (nn - dk) / nn3
+                c = s_prev * dk / nn2
                 # sum_i (F - F_i)^2 a_i + b_i - 2 (F - F_i) c_i, expanded into running sums
-                A, AF, AF2 = np.cumsum(aa), np.cumsum(aa * f), np.cumsum(aa * f * f)
+                af = aa * f
+                AF, AF2 = np.cumsum(af), np.cumsum(af * f)
                 B, Cs, CF = np.cumsum(b), np.cumsum(c), np.cumsum(c * f)
                 v = f * f * A - 2 * f * AF + AF2 + B - 2 * (f * Cs - CF)
             var[r, j] = np.maximum(v, 0.0) if np.all(np.isfinite(v)) else np.where(v < 0, 0.0, v)
     z = _z(alpha)
     with np.errstate(divide="ignore", invalid="ignore"):
-        lf = np.log(-np.log(cif))
-        se = np.sqrt(var) / (cif * np.abs(np.log(cif)))
+        log_cif = np.log(cif)
+        lf = np.log(-log_cif)
+        se = np.sqrt(var) / (cif * np.abs(log_cif))
         upper = np.exp(-np.exp(lf - z * se))
         lower = np.exp(-np.exp(lf + z * se))
     return AJResult(cif, var, lower, upper, km.survival)

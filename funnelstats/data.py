@@ -92,10 +92,17 @@ class FunnelData:
     def _derived(self) -> _Derived:
         return _derive(self.history, self.pipeline, self.undated, self._created)
 
+    @cached_property
+    def _events(self) -> pd.DataFrame:
+        return _events_frame(self.history, self.pipeline, self._derived)
+
     @property
     def events(self) -> pd.DataFrame:
-        """The tidy event table (see the class docstring)."""
-        return self._derived.events
+        """The tidy event table (see the class docstring).
+
+        Built on first use: the analyses read :attr:`arrays`.
+        """
+        return self._events
 
     @property
     def deals(self) -> pd.DataFrame:
@@ -273,7 +280,7 @@ class FunnelData:
         return (
             f"<FunnelData: {len(d):,} deals ({counts.get(C.WON, 0):,} won, "
             f"{counts.get(C.LOST, 0):,} lost, {counts.get(C.OPEN, 0):,} open), "
-            f"{len(self.events):,} stage entries, {len(self.pipeline.order)} stages, "
+            f"{len(self.arrays.stage):,} stage entries, {len(self.pipeline.order)} stages, "
             f"exported {self.exported_at:%Y-%m-%d %H:%M} UTC{hist}>"
         )
 
@@ -329,13 +336,16 @@ class EventArrays:
 
 @dataclass(frozen=True)
 class _Derived:
-    events: pd.DataFrame
     deals: pd.DataFrame
     arrays: EventArrays
+    rows: np.ndarray  # history row where each event starts
 
 
 def _ns(series: pd.Series) -> np.ndarray:
     """int64 nanoseconds of a datetime64[ns, UTC] Series (NaT -> INT64_MIN)."""
+    dt = series.dtype
+    if isinstance(dt, pd.DatetimeTZDtype) and dt.unit == "ns":
+        return series.array.asi8  # UTC nanoseconds already: no copy
     values = (
         series.to_numpy(dtype="datetime64[ns]")
         if series.dt.tz is None
@@ -358,43 +368,42 @@ def _derive(
     kind = pipeline.kind_codes()
     deal_ids = history[C.DEAL_ID]
     n = len(history)
-    stage = history[C.STAGE].cat.codes.to_numpy().astype(np.int64)
+    stage = history[C.STAGE].cat.codes.to_numpy()
     at = _ns(history[C.AT])
     amount = history[C.AMOUNT].to_numpy(dtype=np.float64)
 
-    if n:
+    # one pass per array; outputs filled in place (every big temporary costs page faults)
+    new_deal = np.ones(n, dtype=bool)
+    new_run = np.ones(n, dtype=bool)
+    if n > 1:
         ids = deal_ids.to_numpy(dtype=object) if deal_ids.dtype == object else deal_ids.array
-        same_deal = np.asarray(ids[1:] == ids[:-1], dtype=bool)
-        new_deal = np.r_[True, ~same_deal]
-    else:
-        new_deal = np.zeros(0, dtype=bool)
-    deal = np.cumsum(new_deal) - 1
-    new_run = new_deal | np.r_[True, stage[1:] != stage[:-1]] if n else new_deal
+        np.not_equal(np.asarray(ids[1:] == ids[:-1], dtype=bool), True, out=new_deal[1:])
+        np.not_equal(stage[1:], stage[:-1], out=new_run[1:])
+        new_run |= new_deal
+    deal = np.cumsum(new_deal, dtype=np.int64)
+    deal -= 1
     ev = np.flatnonzero(new_run)
     ev_deal = deal[ev]
-    ev_stage = stage[ev]
+    ev_stage = stage[ev].astype(np.int64)
     ev_at = at[ev]
-    last_of_deal = np.r_[ev_deal[1:] != ev_deal[:-1], True] if len(ev) else np.zeros(0, bool)
-    ev_exit = np.where(last_of_deal, _NAT, np.r_[ev_at[1:], _NAT] if len(ev) else ev_at)
-    ev_next = np.where(last_of_deal, -1, np.r_[ev_stage[1:], -1] if len(ev) else ev_stage)
+    m = len(ev)
+    last_of_deal = np.ones(m, dtype=bool)
+    if m > 1:
+        np.not_equal(ev_deal[1:], ev_deal[:-1], out=last_of_deal[:-1])
+    ev_exit = np.empty(m, dtype=np.int64)
+    ev_next = np.empty(m, dtype=np.int64)
+    if m:
+        ev_exit[:-1] = ev_at[1:]
+        ev_next[:-1] = ev_stage[1:]
+        ev_exit[last_of_deal] = _NAT
+        ev_next[last_of_deal] = -1
 
-    ev_ids = deal_ids.iloc[ev].reset_index(drop=True)
-    events = pd.DataFrame(
-        {
-            C.DEAL_ID: ev_ids,
-            C.STAGE: pd.Categorical.from_codes(ev_stage, dtype=dtype),
-            C.ENTERED_AT: _to_utc(ev_at),
-            C.EXITED_AT: _to_utc(ev_exit),
-            C.NEXT_STAGE: pd.Categorical.from_codes(ev_next, dtype=dtype),
-            C.AMOUNT: amount[ev],
-        }
-    )
     arrays = EventArrays(
-        deal=ev_deal.astype(np.int64),
+        deal=ev_deal,
         stage=ev_stage,
         entered=ev_at,
         exited=ev_exit,
-        next_stage=ev_next.astype(np.int64),
+        next_stage=ev_next,
         amount=amount[ev],
         kind=kind,
     )
@@ -405,18 +414,22 @@ def _derive(
     last_ev = np.flatnonzero(last_of_deal)
     last_stage = ev_stage[last_ev]
     last_kind = kind[last_stage] if len(last_stage) else np.zeros(0, np.int8)
-    outcome = np.array([C.OPEN, C.WON, C.LOST], dtype=object)[last_kind]
+    # kind 0 / 1 / 2 (open / won / lost) as codes of C.OUTCOMES (won, lost, open)
+    outcome_code = np.array(
+        [C.OUTCOMES.index(C.OPEN), C.OUTCOMES.index(C.WON), C.OUTCOMES.index(C.LOST)]
+    )[last_kind]
     closed = np.where(last_kind > 0, ev_at[last_ev], _NAT)
     created_at = at[first_row]
     # furthest stage: the furthest open stage entered, or the won stage when won
-    n_open = pipeline.n_open
-    open_ev = kind[ev_stage] == 0
-    furthest = np.full(n_deals, -1, dtype=np.int64)
-    if open_ev.any():
-        np.maximum.at(furthest, ev_deal[open_ev], ev_stage[open_ev])
+    # (events are sorted by deal and every deal has one: a maximum per run of events)
+    open_stage = np.where(kind[ev_stage] == 0, ev_stage, -1)
+    if len(ev):
+        first_ev = np.flatnonzero(np.r_[True, ev_deal[1:] != ev_deal[:-1]])
+        furthest = np.maximum.reduceat(open_stage, first_ev).astype(np.int64, copy=False)
+    else:
+        furthest = np.full(n_deals, -1, dtype=np.int64)
     won_now = last_kind == 1
     furthest[won_now] = last_stage[won_now]
-    del n_open
     # latest known amount per deal (last non-NaN)
     latest_amount = _last_valid(amount, deal, n_deals)
 
@@ -424,7 +437,7 @@ def _derive(
         {
             C.DEAL_ID: deal_ids.iloc[first_row].reset_index(drop=True),
             C.CREATED_AT: _to_utc(created_at),
-            C.OUTCOME: pd.Categorical(outcome, categories=list(C.OUTCOMES)),
+            C.OUTCOME: pd.Categorical.from_codes(outcome_code, categories=list(C.OUTCOMES)),
             C.CLOSED_AT: _to_utc(closed),
             C.AMOUNT: latest_amount,
             C.STAGE: pd.Categorical.from_codes(last_stage, dtype=dtype),
@@ -457,7 +470,7 @@ def _derive(
         deals = pd.concat([deals, und.astype(deals.dtypes.to_dict())], ignore_index=True)
         deals = deals.sort_values(C.DEAL_ID, kind="stable").reset_index(drop=True)
         # keep event deal codes aligned with the deals table
-        pos = pd.Index(deals[C.DEAL_ID]).get_indexer(events[C.DEAL_ID])
+        pos = pd.Index(deals[C.DEAL_ID]).get_indexer(deal_ids.iloc[ev])
         arrays = EventArrays(
             deal=pos.astype(np.int64),
             stage=arrays.stage,
@@ -467,13 +480,35 @@ def _derive(
             amount=arrays.amount,
             kind=arrays.kind,
         )
-    return _Derived(events=events, deals=deals, arrays=arrays)
+    return _Derived(deals=deals, arrays=arrays, rows=ev)
+
+
+def _events_frame(history: pd.DataFrame, pipeline: Pipeline, derived: _Derived) -> pd.DataFrame:
+    """The tidy event table, from the arrays and the history's deal ids."""
+    a = derived.arrays
+    dtype = pipeline.dtype
+    return pd.DataFrame(
+        {
+            C.DEAL_ID: history[C.DEAL_ID].iloc[derived.rows].reset_index(drop=True),
+            C.STAGE: pd.Categorical.from_codes(a.stage, dtype=dtype),
+            C.ENTERED_AT: _to_utc(a.entered),
+            C.EXITED_AT: _to_utc(a.exited),
+            C.NEXT_STAGE: pd.Categorical.from_codes(a.next_stage, dtype=dtype),
+            C.AMOUNT: a.amount,
+        }
+    )
 
 
 def _last_valid(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
     """Last non-NaN value per group of a group-sorted array (NaN when none)."""
     out = np.full(n_groups, np.nan)
-    pos = np.flatnonzero(~np.isnan(values))
+    missing = np.isnan(values)
+    if not missing.any() and len(values):  # the common case: the group's last row
+        last = np.ones(len(group), dtype=bool)
+        np.not_equal(group[1:], group[:-1], out=last[:-1])
+        out[group[last]] = values[last]
+        return out
+    pos = np.flatnonzero(~missing)
     if len(pos):
         g = group[pos]
         last = np.r_[g[1:] != g[:-1], True]

@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline
+from ._fastparse import plain_ends, take_rows
 from ._io import Source, Table, read_table, source_name
 from ._parse import parse_amounts, parse_timestamps
 from .validate import _norm
@@ -150,9 +152,21 @@ def round_float_noise(values: pd.Series, decimals: int = 2) -> tuple[pd.Series, 
     has and within 1e-6 of a rounded value are touched; returns the new
     strings and the mask of changed rows.
     """
-    s = values.reset_index(drop=True).astype("string").str.strip()
-    long_frac = s.str.contains(rf"^[+-]?\d+\.\d{{{decimals + 4},}}$", regex=True)
-    long_frac = long_frac.to_numpy(dtype=bool, na_value=False)
+    pattern = rf"^[+-]?\d+\.\d{{{decimals + 4},}}$"
+    s = values.reset_index(drop=True)
+    fast = _noise_candidates(s, decimals + 4)
+    if fast is not None:  # arrow strings with nothing to strip: only candidates see the regex
+        cand = np.flatnonzero(fast)
+        long_frac = np.zeros(len(s), dtype=bool)
+        if len(cand):
+            sub = take_rows(s, cand).astype("string")
+            long_frac[cand] = sub.str.contains(pattern, regex=True).to_numpy(
+                dtype=bool, na_value=False
+            )
+    else:
+        s = s.astype("string").str.strip()
+        long_frac = s.str.contains(pattern, regex=True)
+        long_frac = long_frac.to_numpy(dtype=bool, na_value=False)
     if not long_frac.any():
         return s, long_frac
     x = pd.to_numeric(s[long_frac], errors="coerce").to_numpy(dtype=float)
@@ -163,6 +177,25 @@ def round_float_noise(values: pd.Series, decimals: int = 2) -> tuple[pd.Series, 
     out = s.copy()
     out[changed] = pd.Series(r[noisy]).map(lambda v: f"{v:.{decimals}f}").to_numpy()
     return out, changed
+
+
+def _noise_candidates(s: pd.Series, min_frac: int) -> np.ndarray | None:
+    """Rows that may have ``min_frac`` or more decimals, for arrow strings needing no strip.
+
+    A superset (lengths in bytes, the first point) found without a regular expression;
+    None when the column is not arrow strings or some value has spaces around it.
+    """
+    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
+        return None
+    arr = s.array._pa_array  # type: ignore[attr-defined]
+    ends = plain_ends(arr)
+    if ends is None or not ends[1].all():
+        return None
+    lengths = ends[0]
+    dot = np.asarray(
+        pc.find_substring(arr, ".").fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64
+    )
+    return (dot >= 0) & (lengths - dot - 1 >= min_frac)
 
 
 def currency_notes(currency: pd.Series | None) -> list[str]:

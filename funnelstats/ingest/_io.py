@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import io
 import lzma
+import mmap
 import os
 import re
 import zipfile
@@ -18,6 +20,7 @@ from typing import IO, Any, Union
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from ..errors import FunnelDataError
@@ -37,6 +40,12 @@ _TEXT_SUFFIXES = {".csv", ".txt", ".tsv", ".tab", ".dat", ""}
 _EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
 _COMPRESSION_SUFFIXES = {".gz", ".gzip", ".zip", ".bz2", ".xz", ".zst", ".7z", ".rar", ".z"}
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+# Plain UTF-8 text files at least this large are handed to pyarrow by path (see _read_text_fast)
+_FAST_MIN_BYTES = 1 << 20
+_HEAD_BYTES = 1 << 16
+_BLOCK_SIZE = 1 << 22
+_SCAN_BYTES = 1 << 24  # quotes are counted in blocks this long
 
 
 @dataclass
@@ -94,6 +103,10 @@ def read_table(
         return Table(frame, "<DataFrame>", np.arange(len(frame)), row_word="position")
 
     name = source_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        fast = _read_text_fast(Path(source), name, encoding=encoding, delimiter=delimiter)
+        if fast is not None:
+            return fast
     raw, suffix = _read_bytes(source, name)
     notes: list[str] = []
     raw, suffix, inner = _decompress(raw, suffix, name)
@@ -237,10 +250,17 @@ def _utf16_without_bom(raw: bytes) -> str | None:
 _CONTROL = {chr(c) for c in range(32)} - {"\t", "\n", "\r"}
 
 
+_BINARY_CHECK_CHARS = 4096
+
+
+def _looks_binary(head: str) -> bool:
+    """Whether the first characters of a text hold many control characters."""
+    return sum(ch in _CONTROL for ch in head) > max(8, 0.05 * len(head))
+
+
 def _check_text(text: str, raw: bytes, name: str) -> None:
     """Refuse binary data (an image, a PDF, an Excel file under another name)."""
-    head = text[:4096]
-    if sum(ch in _CONTROL for ch in head) > max(8, 0.05 * len(head)):
+    if _looks_binary(text[:_BINARY_CHECK_CHARS]):
         kind = next((k for m, k in _BINARY_MAGIC.items() if raw.startswith(m)), "binary data")
         raise FunnelDataError(
             f"this is {kind}, not a text table; funnelstats reads CSV, TSV, XLSX and "
@@ -319,7 +339,7 @@ def _read_text(
     delim = delimiter or _sniff_delimiter(first_line)
     if delim != ",":
         notes.append(f"delimiter {delim!r}")
-    header = next(csv.reader(io.StringIO(text), delimiter=delim))
+    header = next(csv.reader(io.StringIO(text, newline=""), delimiter=delim), [])
     if not any(h.strip() for h in header):
         raise FunnelDataError("the file has no header row", file=name, rule="empty_file")
     names = _dedupe([h.strip() for h in header], notes)
@@ -335,13 +355,14 @@ def _read_text(
     # pyarrow skips blank lines (shifting the row numbers after them) and reads a quote that
     # is never closed to the end of the file (swallowing the rows after it): such files take
     # the exact path, which numbers rows as a spreadsheet does and sets the broken row aside
-    exact = _has_blank_line(text) or text.count('"') % 2 == 1
+    quotes = text.count('"')
+    exact = _has_blank_line(text) or quotes % 2 == 1
     try:
         if not exact:
             table = pacsv.read_csv(
                 io.BytesIO(data),
                 read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
-                parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=handler),
+                parse_options=_parse_options(delim, handler, quotes=quotes > 0),
                 convert_options=pacsv.ConvertOptions(
                     column_types={n: pa.string() for n in names}, strings_can_be_null=False
                 ),
@@ -374,7 +395,228 @@ _MAX_REREADS = 1000
 def _has_blank_line(text: str) -> bool:
     """A blank line before the last record (blank lines at the very end shift nothing)."""
     body = text.rstrip("\r\n")
-    return "\n\n" in body or "\n\r\n" in body or "\r\r" in body
+    # two line ends in a row (\n, \r\n or \r each): "\n\n", "\n\r" (also "\n\r\n") or "\r\r"
+    return "\n\n" in body or "\n\r" in body or "\r\r" in body
+
+
+def _read_text_fast(
+    path: Path, name: str, *, encoding: str | None, delimiter: str | None
+) -> Table | None:
+    """A large plain UTF-8 text file read by pyarrow straight from disk, or None.
+
+    The general path (:func:`_read_text`) reads the whole file into memory,
+    decodes it, and hands the re-encoded text to pyarrow: three copies of the
+    file. When that path would hand pyarrow the very bytes of the file, pyarrow
+    reads them from the file itself, so the result is identical. That is the case
+    for an uncompressed UTF-8 file (pyarrow checks that every cell is valid
+    UTF-8; a UTF-8 byte-order mark and Excel's ``sep=`` line are skipped as the
+    general path skips them) whose leading lines have no quotes, which the general
+    path would not refuse as binary, and which has none of what sends the general
+    path to its exact reader: a blank line before the last record, or a quote never
+    closed (:func:`_scan_bytes`). Anything else, and any failure (invalid UTF-8,
+    ragged rows, no data rows), returns None and the general path decides.
+    """
+    if path.suffix.lower() not in _TEXT_SUFFIXES:
+        return None
+    if encoding is not None:
+        try:
+            if codecs.lookup(encoding).name != "utf-8":
+                return None
+        except LookupError:
+            return None
+    try:
+        if not path.is_file():
+            return None
+        size = path.stat().st_size
+        if size < max(_FAST_MIN_BYTES, 1):
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+            if (
+                any(head.startswith(m) for m in _MAGIC)
+                or head.startswith(_BOMS[1:])  # UTF-16
+                or head[:4] == b"PAR1"
+                or head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+                or (encoding is None and _utf16_without_bom(head) is not None)
+            ):
+                return None
+            notes: list[str] = []
+            start = 0
+            if head.startswith(_BOMS[0]):
+                start = len(_BOMS[0])
+                notes.append("UTF-8 byte-order mark removed")
+            lines = head[start:].split(b"\n", 2)
+            first_line = _head_line(lines[0]) if len(lines) > 1 else None
+            if first_line is None or _looks_binary(
+                head[start:].decode("utf-8", errors="replace")[:_BINARY_CHECK_CHARS]
+            ):
+                return None
+            skip = 1
+            sep = _SEP_LINE.fullmatch(first_line)
+            if sep:
+                first_line = _head_line(lines[1]) if len(lines) > 2 else None
+                if first_line is None:
+                    return None
+                delimiter = delimiter or sep.group(1)
+                notes.append(f"first line {sep.group(0)!r} read as the delimiter (as Excel does)")
+                skip = 2
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                quotes, blank, blank_at_end = _scan_bytes(mm, start)
+    except (OSError, ValueError):
+        return None
+    if quotes % 2 or blank:
+        return None  # an open quote or a blank line: the general path's exact reader
+    delim = delimiter or _sniff_delimiter(first_line)
+    if delim != ",":
+        notes.append(f"delimiter {delim!r}")
+    header = next(csv.reader(io.StringIO(first_line + "\n"), delimiter=delim))
+    if not any(h.strip() for h in header):
+        return None
+    names = _dedupe([h.strip() for h in header], notes)
+    # With quotes, a cell may hold a line break. pyarrow's reader cuts the file into blocks
+    # at line breaks and refuses a block cut inside a cell; told that cells may hold line
+    # breaks it cuts only between records, but slower. The quick way first, then that one.
+    table = None
+    for newlines in (False, True) if quotes else (False,):
+        try:
+            table = pacsv.read_csv(
+                str(path),
+                read_options=pacsv.ReadOptions(
+                    column_names=names, skip_rows=skip, block_size=_BLOCK_SIZE
+                ),
+                # no handler for ragged rows: pyarrow raises at the first and the general
+                # path decides; without quotes, blank lines are kept as rows of empty cells
+                parse_options=_parse_options(
+                    delim, None, quotes=newlines, ignore_empty_lines=quotes > 0
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, strings_can_be_null=False
+                ),
+            )
+            break
+        except (pa.ArrowInvalid, pa.ArrowException, OSError):
+            continue
+    if table is None:
+        return None
+    if not quotes:
+        empty = _empty_rows(table)
+        n_rows = table.num_rows
+        if len(empty):
+            if len(empty) != blank_at_end or empty[0] != n_rows - len(empty):
+                return None  # a blank line (or a row of empty cells) before the last record
+            table = table.slice(0, n_rows - len(empty))
+    if table.num_rows == 0:
+        return None
+    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    # the parser's block buffers are free now: hand them back rather than keep them cached
+    pa.default_memory_pool().release_unused()
+    return Table(frame, name, np.arange(len(frame)) + 2, notes=notes)
+
+
+def _head_line(line: bytes) -> str | None:
+    """A leading line (without its line end) as text, or None when the fast path must not
+    read it: quotes (a header may span lines), a carriage return inside, invalid UTF-8."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if b'"' in line or b"\r" in line or not line.strip():
+        return None
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _scan_bytes(mm: mmap.mmap, start: int) -> tuple[int, bool, int]:
+    """The checks :func:`_read_text` makes on the decoded text, made on the file's bytes.
+
+    Returns (quote characters, whether a blank line comes before the last record, blank
+    lines after it). In UTF-8 no byte of a multi-byte character is a quote, CR or LF, so the
+    bytes answer as the text does. Quotes are looked for with one ``memchr``; only a file
+    with quotes is scanned further, in blocks with numpy: its quotes counted, and its blank
+    lines looked for (a blank line inside a quoted cell sends the general path to its exact
+    reader, too). Without quotes a blank line is a row of empty cells in pyarrow's result,
+    which costs nothing to look for (``False`` is returned here; see :func:`_empty_rows`).
+    """
+    size = end = len(mm)
+    while end > start:  # blank lines at the end shift nothing: find where they begin
+        lo = max(start, end - _HEAD_BYTES)
+        kept = mm[lo:end].rstrip(b"\r\n")
+        end = lo + len(kept)
+        if kept:
+            break
+    tail = mm[end:size]
+    ends = tail.count(b"\n") + tail.count(b"\r") - tail.count(b"\r\n")
+    blank_at_end = max(ends - 1, 0)
+    if mm.find(b'"', start) < 0:
+        return 0, False, blank_at_end
+    cr = mm.find(b"\r", start, end) >= 0
+    quotes, blank = _quotes_and_blank(np.frombuffer(mm, dtype=np.uint8), start, end, cr=cr)
+    return quotes, blank, blank_at_end
+
+
+def _quotes_and_blank(data: np.ndarray, start: int, end: int, *, cr: bool) -> tuple[int, bool]:
+    """Quote characters from ``start`` on, and whether two line ends follow each other in
+    ``data[start:end]`` (LF LF, LF CR or CR CR; CR LF is one line end), in blocks."""
+    quotes, blank = 0, False
+    for i in range(start, len(data), _SCAN_BYTES):
+        quotes += int(np.count_nonzero(data[i : i + _SCAN_BYTES] == 0x22))
+        if not blank and i < end:
+            # the block reaches one byte into the next, so no pair is missed at the seams
+            block = data[i : min(i + _SCAN_BYTES + 1, end)]
+            lf = block == 0x0A
+            pair = lf[:-1] & lf[1:]
+            if cr:
+                c = block == 0x0D
+                pair |= (lf[:-1] | c[:-1]) & c[1:]
+            blank = bool(pair.any())
+    return quotes, blank
+
+
+def _empty_rows(table: pa.Table) -> np.ndarray:
+    """Positions of rows whose every cell is empty (how pyarrow keeps a blank line)."""
+    if table.num_columns == 0 or table.num_rows == 0:
+        return np.zeros(0, dtype=np.int64)
+    pos = _empty_cells(table.column(0))
+    if len(pos) and table.num_columns > 1:
+        rows = table.take(pa.array(pos))
+        empty = np.ones(len(pos), dtype=bool)
+        for col in rows.columns[1:]:
+            empty &= pc.equal(pc.binary_length(col), 0).to_numpy(zero_copy_only=False)
+        pos = pos[empty]
+    return pos
+
+
+def _empty_cells(col: pa.ChunkedArray) -> np.ndarray:
+    """Positions of the empty strings in a string column, from its offsets (no copies)."""
+    out, row = [], 0
+    for chunk in col.chunks:
+        n = len(chunk)
+        if chunk.type != pa.string() or chunk.null_count:  # pragma: no cover - read as text
+            lengths = pc.binary_length(chunk).fill_null(-1).to_numpy(zero_copy_only=False)
+            out.append(np.flatnonzero(lengths == 0) + row)
+        elif n:
+            off = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+            off = off[chunk.offset : chunk.offset + n + 1]
+            out.append(np.flatnonzero(off[1:] == off[:-1]) + row)
+        row += n
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _parse_options(
+    delim: str, handler: Any, *, quotes: bool, ignore_empty_lines: bool = True
+) -> pacsv.ParseOptions:
+    """pyarrow's options; with quotes in the file, a cell may hold a line break.
+
+    pyarrow's parser reads quoted line breaks either way, but without
+    ``newlines_in_values`` its reader cuts the file into blocks at any line
+    break and refuses a block cut inside a cell.
+    """
+    return pacsv.ParseOptions(
+        delimiter=delim,
+        invalid_row_handler=handler,
+        newlines_in_values=quotes,
+        ignore_empty_lines=ignore_empty_lines,
+    )
 
 
 def _read_text_python(
@@ -427,7 +669,7 @@ def _read_text_python(
             rows.pop()
         else:
             malformed.pop()
-        swallowed = len(lines) - bad_line - 1
+        swallowed = sum(1 for line in lines[bad_line + 1 :] if line.strip("\r\n"))  # not blank
         malformed.append(
             (
                 bad_row,

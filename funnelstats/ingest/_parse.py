@@ -7,13 +7,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._fastparse import decimal_amounts, iso_timestamps
 
 NAT = np.iinfo(np.int64).min
 
 # a zone needs a time of day before it: "2024-01-01" ends in "-01", which is not an offset
-_AWARE = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)$"
+_ZONE_AFTER_TIME = r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|z|[+-]\d{2}(?::?\d{2})?)"
+_AWARE = _ZONE_AFTER_TIME + "$"
 _SLASH = r"^\s*(\d{1,2})[/.](\d{1,2})[/.](\d{4}|\d{2})(?:[ T](.*))?\s*$"
 _DIGITS = r"^\s*\d+(?:\.\d+)?\s*$"
+
+#: Switch for tests that compare the fast path with the general one.
+FAST_PATH = True
 
 
 @dataclass
@@ -103,6 +111,72 @@ def parse_timestamps(
     if pd.api.types.is_numeric_dtype(dt) and not pd.api.types.is_bool_dtype(dt):
         return _parse_numeric(values.astype("float64").to_numpy(), tz, notes)
 
+    if FAST_PATH:
+        few = _parse_distinct(values, tz, dayfirst)
+        if few is not None:
+            return few
+        fast = _parse_fast(values, tz, dayfirst)
+        if fast is not None:
+            return fast
+    return _parse_strings(values, tz, dayfirst)
+
+
+_SAMPLE_ROWS = 20_000
+_FEW = 0.05  # at most this share of distinct values: parse each distinct value once
+
+
+def _parse_distinct(values: pd.Series, tz: str, dayfirst: bool | None) -> ParsedTimes | None:
+    """Columns with few distinct values (dates): each distinct value parsed once.
+
+    None when the column has many distinct values (judged on its first rows),
+    or when its values are numbers (whose unit is decided on all rows).
+    Every decision of the general path depends on which values occur, not on
+    how often, and the distinct values keep the order of their first rows.
+    """
+    arr = _arrow_strings(values)
+    n = len(values)
+    if arr is None or n < 2 * _SAMPLE_ROWS:
+        return None
+    head = arr.slice(0, _SAMPLE_ROWS)
+    if pc.count_distinct(head).as_py() > _FEW * _SAMPLE_ROWS:
+        return None
+    codes, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+    if len(uniques) > _FEW * n:
+        return None
+    distinct = pd.Series(uniques)
+    stripped = distinct.str.strip()
+    if stripped[stripped != ""].str.match(_DIGITS).all():
+        return None
+    sub = parse_timestamps(distinct, tz=tz, dayfirst=dayfirst)
+    known = codes >= 0
+    at = np.where(known, codes, 0)
+
+    def spread(mask: np.ndarray) -> np.ndarray:
+        return np.where(known, mask[at], False) if len(mask) else np.zeros(n, dtype=bool)
+
+    ns = np.where(known, sub.ns[at], NAT) if len(uniques) else np.full(n, NAT, dtype=np.int64)
+    out = ParsedTimes(
+        ns,
+        spread(sub.missing) | ~known,
+        spread(sub.bad),
+        spread(sub.naive),
+        spread(sub.dst_ambiguous),
+        spread(sub.dst_nonexistent),
+        list(sub.notes),
+        sub.ambiguous_format,
+    )
+    if sub.ambiguous_example is not None:
+        out.ambiguous_example = int(np.argmax(codes == sub.ambiguous_example))
+    return out
+
+
+def _parse_strings(
+    values: pd.Series, tz: str, dayfirst: bool | None, *, numbers: bool = True
+) -> ParsedTimes:
+    """The general path for text: ``numbers=False`` when other rows are not numbers."""
+    n = len(values)
+    z = np.zeros(n, dtype=bool)
+    notes: list[str] = []
     s = _as_string_series(values)
     miss = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
     ns = np.full(n, NAT, dtype=np.int64)
@@ -115,7 +189,7 @@ def parse_timestamps(
 
     # numbers written as text: epoch seconds / milliseconds or Excel serials
     digits = s.str.match(_DIGITS).to_numpy(dtype=bool, na_value=False)
-    if digits[present].all():
+    if numbers and digits[present].all():
         return _parse_numeric(
             pd.to_numeric(s, errors="coerce").to_numpy("float64", na_value=np.nan), tz, notes
         )
@@ -184,6 +258,58 @@ def _twelve_hour(rest: pd.Series) -> pd.Series:
     return pd.Series(out, index=rest.index, dtype=object)
 
 
+def _arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
+    """The values as an arrow string array when they are text already, else None."""
+    dt = values.dtype
+    if isinstance(dt, pd.StringDtype) and dt.storage in ("pyarrow", "pyarrow_numpy"):
+        arr = values.array._pa_array  # type: ignore[attr-defined]
+    elif isinstance(dt, pd.ArrowDtype) and pa.types.is_string(dt.pyarrow_dtype):
+        arr = values.array._pa_array  # type: ignore[attr-defined]
+    else:
+        return None
+    if not isinstance(arr, pa.ChunkedArray):
+        arr = pa.chunked_array([arr])
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    return arr
+
+
+def _parse_fast(values: pd.Series, tz: str, dayfirst: bool | None) -> ParsedTimes | None:
+    """Rows in the common ISO shapes read from their bytes; the others by the general path.
+
+    None when no row has such a shape. The result equals the general path's:
+    the shapes are read as pandas reads them (tested on tricky inputs), and the
+    general path sees the other rows as it would have (never as a column of
+    numbers, since some rows are dates).
+    """
+    arr = _arrow_strings(values)
+    if arr is None or len(arr) == 0:
+        return None
+    got = iso_timestamps(arr)
+    if got is None or not got[0].any():
+        return None
+    done, ns, naive = got
+    n = len(arr)
+    ns = np.where(done, ns, NAT)
+    naive &= done
+    z = np.zeros(n, dtype=bool)
+    amb, gap = z.copy(), z.copy()
+    if naive.any() and tz.upper() != "UTC":
+        utc_ns, amb, gap = _localize(np.where(naive, ns, NAT), tz)
+        ns = np.where(naive, utc_ns, ns)
+    result = ParsedTimes(ns, z.copy(), z.copy(), naive, amb, gap, [])
+    if not done.all():
+        pos = np.flatnonzero(~done)
+        sub_values = values.reset_index(drop=True).iloc[pos].reset_index(drop=True)
+        sub = _parse_strings(sub_values, tz, dayfirst, numbers=False)
+        result.missing[pos] = sub.missing
+        _put(result, pos, sub)
+        result.ambiguous_format = sub.ambiguous_format
+        if sub.ambiguous_example is not None:
+            result.ambiguous_example = int(pos[sub.ambiguous_example])
+    return result
+
+
 def _put(into: ParsedTimes, pos: np.ndarray, sub: ParsedTimes) -> None:
     into.ns[pos] = sub.ns
     into.bad[pos] = sub.bad
@@ -204,6 +330,9 @@ def _parse_iso(s: pd.Series, tz: str) -> ParsedTimes:
     if aware.any():
         parsed = _to_datetime(s[aware], utc=True)
         ns[aware] = parsed
+    # A zone followed by more text is no timestamp; such a value is kept away from pandas,
+    # whose ISO parser would carry its offset over to the naive values after it.
+    naive &= ~s.str.contains(_ZONE_AFTER_TIME).to_numpy(dtype=bool, na_value=False)
     if naive.any():
         local = _to_datetime(s[naive], utc=False)
         utc, a, g = _localize(local, tz)
@@ -211,7 +340,7 @@ def _parse_iso(s: pd.Series, tz: str) -> ParsedTimes:
         amb[naive] = a
         gap[naive] = g
     bad = ns == NAT
-    return ParsedTimes(ns, np.zeros(n, bool), bad, naive & ~bad, amb, gap, [])
+    return ParsedTimes(ns, np.zeros(n, bool), bad, ~aware & ~bad, amb, gap, [])
 
 
 def _to_datetime(s: pd.Series, *, utc: bool) -> np.ndarray:
@@ -314,25 +443,8 @@ def parse_amounts(values: pd.Series) -> ParsedAmounts:
         missing = np.isnan(x)
         notes: list[str] = []
     else:
-        s = _as_string_series(values)
-        missing = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
-        num = pd.to_numeric(s.where(~pd.Series(missing)), errors="coerce")
-        x = num.astype("float64").to_numpy(na_value=np.nan).copy()
-        failed = np.isnan(x) & ~missing
-        # "nan" / "NaN" text parses to NaN: that is a missing amount, not a failure
-        lower = s.str.lower()
-        nan_text = lower.isin(["nan", "null", "none", "n/a", "na", "-"]).to_numpy(
-            dtype=bool, na_value=False
-        )
-        missing |= nan_text
-        failed &= ~nan_text
-        if failed.any():
-            pos = np.flatnonzero(failed)
-            cleaned = np.array([_clean_amount(str(v)) for v in s.iloc[pos]], dtype=np.float64)
-            ok = ~np.isnan(cleaned)
-            x[pos[ok]] = cleaned[ok]
-            text[pos[ok & np.isfinite(cleaned)]] = True  # 1e309 is a number, too large
-            not_numeric[pos[~ok]] = True
+        x, missing, text, not_numeric = _amount_strings(values)
+        # the column's decimal convention is decided on every value, however each was read
         notes = _decimal_convention(values, x, missing, text, not_numeric)
     not_finite = np.isinf(x)
     x[not_finite] = np.nan
@@ -385,6 +497,52 @@ def _decimal_convention(
     text[changed] = True
     not_numeric[pos[ok]] = False
     return ["amounts read with decimal commas (1.234,50): 2.500 is 2500, 2,5 is 2.5"]
+
+
+def _amount_strings(values: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Text amounts: plain decimals read from their bytes, the rest by the general path."""
+    arr = _arrow_strings(values) if FAST_PATH else None
+    got = decimal_amounts(arr) if arr is not None and len(arr) else None
+    if got is None or not got[0].any():
+        return _amount_strings_general(values)
+    done, x = got
+    n = len(values)
+    missing = np.zeros(n, dtype=bool)
+    text = np.zeros(n, dtype=bool)
+    not_numeric = np.zeros(n, dtype=bool)
+    if not done.all():
+        pos = np.flatnonzero(~done)
+        sub = _amount_strings_general(values.iloc[pos].reset_index(drop=True))
+        x[pos], missing[pos], text[pos], not_numeric[pos] = sub
+    return x, missing, text, not_numeric
+
+
+def _amount_strings_general(
+    values: pd.Series,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n = len(values)
+    text = np.zeros(n, dtype=bool)
+    not_numeric = np.zeros(n, dtype=bool)
+    s = _as_string_series(values)
+    missing = (s.isna() | (s == "")).to_numpy(dtype=bool, na_value=True)
+    num = pd.to_numeric(s.where(~pd.Series(missing)), errors="coerce")
+    x = num.astype("float64").to_numpy(na_value=np.nan).copy()
+    failed = np.isnan(x) & ~missing
+    # "nan" / "NaN" text parses to NaN: that is a missing amount, not a failure
+    lower = s.str.lower()
+    nan_text = lower.isin(["nan", "null", "none", "n/a", "na", "-"]).to_numpy(
+        dtype=bool, na_value=False
+    )
+    missing |= nan_text
+    failed &= ~nan_text
+    if failed.any():
+        pos = np.flatnonzero(failed)
+        cleaned = np.array([_clean_amount(str(v)) for v in s.iloc[pos]], dtype=np.float64)
+        ok = ~np.isnan(cleaned)
+        x[pos[ok]] = cleaned[ok]
+        text[pos[ok & np.isfinite(cleaned)]] = True  # 1e309 is a number, too large
+        not_numeric[pos[~ok]] = True
+    return x, missing, text, not_numeric
 
 
 def _clean_amount(v: str, decimal: str | None = None) -> float:

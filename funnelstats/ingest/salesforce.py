@@ -46,9 +46,10 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 
 
 def _truthy(s: pd.Series) -> np.ndarray:
-    return (
-        s.astype("string").str.strip().str.lower().isin(_TRUE).to_numpy(dtype=bool, na_value=False)
-    )
+    # decided once per distinct value: a flag column holds a handful of them
+    codes, uniques = pd.factorize(s.reset_index(drop=True), use_na_sentinel=True)
+    flags = pd.Series(uniques, dtype=object).astype("string").str.strip().str.lower().isin(_TRUE)
+    return np.append(flags.to_numpy(dtype=bool, na_value=False), False)[codes]
 
 
 def read_salesforce(

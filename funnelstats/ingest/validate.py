@@ -16,13 +16,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from .. import _columns as C
 from ..data import FunnelData, to_timestamp
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline, suggest_stage
+from ._fastparse import plain_ends, take_rows
 from ._io import Table
-from ._parse import NAT, parse_amounts, parse_timestamps
+from ._parse import NAT, _arrow_strings, parse_amounts, parse_timestamps
 from .report import RULES, IngestReport
 
 __all__ = ["Mapped", "build_funnel", "resolve_column"]
@@ -134,7 +136,8 @@ class _Collector:
         return self.table.rows[src_positions]
 
     def _add(self, rule: str, src: np.ndarray, column: str | None, message: str) -> None:
-        src = np.unique(src)
+        if len(src) > 1 and not (src[1:] > src[:-1]).all():
+            src = np.unique(src)
         if not len(src):
             return
         rows = self._rows(src)
@@ -174,7 +177,7 @@ class _Collector:
         self._add(rule, src, column, message)
         reason: Any = message
         if values is not None:
-            vals = values.reset_index(drop=True).iloc[where[first]].astype(object).to_numpy()
+            vals = take_rows(values, where[first]).astype(object).to_numpy()
             reason = [f"{message}: {v!r}" for v in vals]
         self.quarantine_parts.append(
             pd.DataFrame({"_pos": src, "rule": rule, "column": column, "reason": reason})
@@ -236,7 +239,7 @@ def _pick(values: Any, idx: np.ndarray) -> Any:
     if values is None:
         return None
     if isinstance(values, pd.Series):
-        return values.iloc[idx].astype(object).to_numpy()
+        return take_rows(values, idx).astype(object).to_numpy()
     arr = np.asarray(values, dtype=object)
     return arr[idx] if arr.ndim else arr
 
@@ -312,10 +315,8 @@ def build_funnel(
 
     # ---- deal ids
     deal = _drop_invisible(k, _strings(mapped.deal), col("deal"), "deal id")
-    deal_stripped = deal.str.strip()
-    miss = (deal_stripped.isna() | (deal_stripped == "")).to_numpy(dtype=bool, na_value=True)
+    deal_stripped, miss, ws = _strip(deal)
     k.quarantine(miss, "missing_deal_id", col("deal"), "empty deal id")
-    ws = (deal != deal_stripped).to_numpy(dtype=bool, na_value=False) & ~miss
     k.repair(
         ws,
         "deal_id_whitespace",
@@ -339,10 +340,8 @@ def build_funnel(
         "stage name",
         pipeline.order if pipeline is not None else (),
     )
-    stage_stripped = stage.str.strip()
-    smiss = (stage_stripped.isna() | (stage_stripped == "")).to_numpy(dtype=bool, na_value=True)
+    stage_stripped, smiss, sws = _strip(stage)
     k.quarantine(smiss & ~update_only, "missing_stage", col("stage"), "empty stage")
-    sws = (stage != stage_stripped).to_numpy(dtype=bool, na_value=False) & ~smiss
     k.repair(
         sws,
         "stage_whitespace",
@@ -351,7 +350,7 @@ def build_funnel(
         stage,
         stage_stripped,
     )
-    stage = _stage_variants(k, stage_stripped, pipeline, col("stage"))
+    stage, stage_factorized = _stage_variants(k, stage_stripped, pipeline, col("stage"))
 
     # ---- time of the change
     times = parse_timestamps(mapped.at, tz=tz, dayfirst=dayfirst)
@@ -459,35 +458,38 @@ def build_funnel(
         created = pd.Series(cr.ns, index=deal.to_numpy(dtype=object, na_value=None))
 
     alive = k.status[k.pos] != _STATUS_QUARANTINED
-    # ---- pipeline
+    # ---- pipeline (stage names factorized once: a stage column holds a handful of names)
     known_stage = ~smiss
-    names_alive = stage[alive & known_stage]
-    pipeline, unknown = _resolve_pipeline(k, pipeline, stage, alive & known_stage, on_unknown_stage)
+    stage_all, stage_names = stage_factorized
+    pipeline, unknown = _resolve_pipeline(
+        k, pipeline, stage, alive & known_stage, on_unknown_stage, (stage_all, stage_names)
+    )
     if unknown is not None and unknown.any():
         k.quarantine(unknown, "unknown_stage_row", col("stage"), "stage not in the pipeline")
         alive &= ~unknown
-    del names_alive
 
     # ---- sort: deal, time, pipeline order, source order
     idx = np.flatnonzero(alive)
-    deal_codes, deal_uniques = pd.factorize(deal.iloc[idx], sort=True)
-    stage_codes = np.full(len(idx), -1, dtype=np.int64)
-    has_stage = known_stage[idx]
-    order_index = pd.Index(pipeline.order)
-    if has_stage.any():
-        stage_codes[has_stage] = order_index.get_indexer(stage.iloc[idx[has_stage]])
+    deal_codes, deal_uniques = _sorted_codes(deal, idx)
+    stage_map = np.append(pd.Index(pipeline.order).get_indexer(stage_names), -1)
+    stage_codes = stage_map[stage_all[idx]].astype(np.int64)
+    stage_codes[~known_stage[idx]] = -1
     at_a = at[idx]
+    # the full-length parses are no longer needed: let their memory go
+    times = am = cd = stage_all = at = None  # type: ignore[assignment]
     upd = update_only[idx] & (stage_codes < 0)
     # an update that ties with a stage change at the same instant sorts after it
     tie_rank = np.where(upd, len(pipeline.order), stage_codes)
-    order = np.lexsort((idx, tie_rank, at_a, deal_codes))
-    idx, deal_codes, stage_codes, at_a, upd = (
-        idx[order],
-        deal_codes[order],
-        stage_codes[order],
-        at_a[order],
-        upd[order],
-    )
+    if not _is_sorted(deal_codes, at_a, tie_rank):
+        # lexsort is stable and idx is increasing: ties keep the source order
+        order = np.lexsort((tie_rank, at_a, deal_codes))
+        idx, deal_codes, stage_codes, at_a, upd = (
+            idx[order],
+            deal_codes[order],
+            stage_codes[order],
+            at_a[order],
+            upd[order],
+        )
 
     # ---- field updates take the deal's current stage
     if upd.any():
@@ -611,9 +613,7 @@ def build_funnel(
     # ---- history table
     history = pd.DataFrame(
         {
-            C.DEAL_ID: pd.array(
-                np.asarray(deal_uniques, dtype=object)[deal_codes], dtype="string[pyarrow]"
-            )
+            C.DEAL_ID: deal_uniques.take(deal_codes)
             if len(idx)
             else pd.array([], dtype="string[pyarrow]"),
             C.AT: pd.DatetimeIndex(at_a.view("datetime64[ns]")).tz_localize("UTC"),
@@ -621,7 +621,8 @@ def build_funnel(
             C.AMOUNT: amount[idx],
             C.CLOSE_DATE: pd.DatetimeIndex(close_ns[idx].view("datetime64[ns]")).tz_localize("UTC"),
             "source_row": table.rows[k.pos[idx]],
-        }
+        },
+        copy=False,
     )
     if mapped.currency is not None:
         cur = _strings(mapped.currency).str.strip().str.upper()
@@ -662,7 +663,7 @@ def build_funnel(
     )
 
     # ---- facts about the moves (kept as events, counted)
-    _count_moves(k, data, idx, n)
+    _count_moves(k, data, idx, n, deal_codes)
     if strict:
         k.raise_first()
     report = _make_report(k, mapped, notes, malformed_frame, pipeline)
@@ -724,8 +725,11 @@ def _maybe_invisible(values: pd.Series) -> bool:
         if buf is None:
             continue
         b = np.frombuffer(buf, dtype=np.uint8)
-        if ((b < 0x20) & (b != 0x09) & (b != 0x0A) & (b != 0x0D)).any() or (b >= 0x7F).any():
-            return True
+        odd = (b - np.uint8(0x20)) > 0x5E  # outside printable ASCII: one pass over the bytes
+        if odd.any():
+            x = b[odd]
+            if ((x >= 0x7F) | ((x != 0x09) & (x != 0x0A) & (x != 0x0D))).any():
+                return True
     return False
 
 
@@ -736,13 +740,14 @@ def _case_key(name: str) -> str:
 
 def _stage_variants(
     k: _Collector, stage: pd.Series, pipeline: Pipeline | None, column: str | None
-) -> pd.Series:
+) -> tuple[pd.Series, tuple[np.ndarray, Any]]:
     """One spelling per stage: Unicode NFC, and variants in case or inner spacing merged.
 
     With a pipeline, a name that differs from exactly one pipeline stage only in case or
     spacing takes the pipeline's spelling. Without one, such variants take the spelling
     used most often (the first seen on a tie). Both are counted as repairs; names that differ
-    in punctuation or spelling are never merged.
+    in punctuation or spelling are never merged. Returns the stage names and their
+    ``pd.factorize`` (codes, names), made once here for the steps after.
     """
     codes, uniques = pd.factorize(stage, use_na_sentinel=True)
     names = [str(u) for u in uniques]
@@ -786,7 +791,7 @@ def _stage_variants(
                 target.update({i: names[best] for i in members if i != best})
         whose = "the most frequent"
     if not target:
-        return stage
+        return stage, (codes, uniques)
     spelled = np.asarray([target.get(i, u) for i, u in enumerate(names)] + [None], dtype=object)[
         codes
     ]
@@ -800,7 +805,7 @@ def _stage_variants(
         stage,
         new,
     )
-    return new
+    return new, pd.factorize(new, use_na_sentinel=True)
 
 
 def _far_future(at: np.ndarray) -> np.ndarray:
@@ -815,7 +820,11 @@ def _far_future(at: np.ndarray) -> np.ndarray:
     limit = min(max(10, n // 100), (n - 1) // 2)
     if limit < 1:
         return out
-    tail = np.sort(at)[n - limit - 1 :]
+    # more than limit rows within a year of the latest: no gap of a year among the latest
+    # limit + 1 (the usual case, told in one pass, without sorting or copying the times)
+    if np.count_nonzero(at > at.max() - _YEAR_NS) > limit:
+        return out
+    tail = np.sort(np.partition(at, n - limit - 1)[n - limit - 1 :])
     big = np.flatnonzero(np.diff(tail) > _YEAR_NS)
     if len(big):
         out = at >= tail[big[0] + 1]
@@ -848,6 +857,65 @@ def _no_usable_rows(k: _Collector, n: int) -> FunnelDataError:
     )
 
 
+def _strip(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """(values without surrounding spaces, which are empty or missing, which changed)."""
+    arr = _arrow_strings(s)
+    ends = plain_ends(arr) if arr is not None and len(arr) else None
+    if ends is not None and ends[1].all():  # nothing to strip: no copy, no comparison
+        return s, ends[0] <= 0, np.zeros(len(s), dtype=bool)
+    stripped = s.str.strip()
+    missing = (stripped.isna() | (stripped == "")).to_numpy(dtype=bool, na_value=True)
+    changed = (s != stripped).to_numpy(dtype=bool, na_value=False) & ~missing
+    return stripped, missing, changed
+
+
+def _sorted_codes(values: pd.Series, idx: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Codes of ``values[idx]`` that sort as the values do, and the values per code.
+
+    Factorizes the whole column once (no copy of the selected strings) and
+    ranks the distinct values, as ``pd.factorize(values.iloc[idx], sort=True)``
+    orders them; codes of values outside ``idx`` stay unused.
+    """
+    arr = _arrow_strings(values)
+    if arr is not None and len(arr) > 1 and arr.null_count == 0:
+        # sorted exports (by deal) need no hashing: codes are runs of equal values
+        head, tail = arr.slice(0, len(arr) - 1), arr.slice(1)
+        if pc.all(pc.less_equal(head, tail)).as_py():
+            new = np.ones(len(arr), dtype=bool)
+            new[1:] = pc.not_equal(head, tail).to_numpy(zero_copy_only=False)
+            codes = np.cumsum(new, dtype=np.int64)
+            codes -= 1
+            firsts = np.flatnonzero(new)
+            return codes[idx], take_rows(values, firsts).array
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    order = np.asarray(uniques.argsort(), dtype=np.int64)
+    rank = np.empty(len(uniques) + 1, dtype=np.int64)
+    rank[order] = np.arange(len(uniques))
+    rank[-1] = -1
+    return rank[codes[idx]], pd.array(uniques.take(order), dtype="string[pyarrow]")
+
+
+def _is_sorted(deal: np.ndarray, at: np.ndarray, tie: np.ndarray) -> bool:
+    """Whether rows are already in (deal, time, tie) order (exports often are)."""
+    if len(deal) < 2:
+        return True
+    d0, d1 = deal[:-1], deal[1:]
+    if (d1 < d0).any():
+        return False
+    same = d1 == d0
+    a0, a1 = at[:-1], at[1:]
+    if (same & (a1 < a0)).any():
+        return False
+    return not (same & (a1 == a0) & (tie[1:] < tie[:-1])).any()
+
+
+def _take_rows(frame: pd.DataFrame, pos: np.ndarray) -> pd.DataFrame:
+    """``frame.iloc[pos]`` with a fresh index, column by column (cheaper on arrow columns)."""
+    if frame.columns.has_duplicates:
+        return frame.iloc[pos].reset_index(drop=True)
+    return pd.DataFrame({c: take_rows(frame[c], pos) for c in frame.columns})
+
+
 def _check_tz(tz: str) -> None:
     try:
         pd.Timestamp("2000-01-01").tz_localize(tz)
@@ -861,8 +929,8 @@ def _rows_equal(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray
     eq = np.ones(len(a), dtype=bool)
     for c in frame.columns:
         col = frame[c]
-        va = col.iloc[a].reset_index(drop=True)
-        vb = col.iloc[b].reset_index(drop=True)
+        va = take_rows(col, a)
+        vb = take_rows(col, b)
         same = (va == vb).fillna(False).to_numpy(dtype=bool) | (va.isna() & vb.isna()).to_numpy(
             dtype=bool
         )
@@ -871,10 +939,22 @@ def _rows_equal(frame: pd.DataFrame, a: np.ndarray, b: np.ndarray) -> np.ndarray
 
 
 def _resolve_pipeline(
-    k: _Collector, pipeline: Pipeline | None, stage: pd.Series, usable: np.ndarray, on_unknown: str
+    k: _Collector,
+    pipeline: Pipeline | None,
+    stage: pd.Series,
+    usable: np.ndarray,
+    on_unknown: str,
+    factorized: tuple[np.ndarray, Any] | None = None,
 ) -> tuple[Pipeline, np.ndarray | None]:
     table = k.table
     col = k.m.columns.get("stage")
+    if pipeline is not None and factorized is not None:
+        # the common case, every stage known, decided from the codes without touching strings
+        codes, names = factorized
+        seen = np.bincount(codes[usable & (codes >= 0)], minlength=len(names)) > 0
+        known = set(pipeline.order)
+        if all(str(s) in known for s in np.asarray(names, dtype=object)[seen]):
+            return pipeline, None
     present = stage[usable]
     counts = present.value_counts()
     if pipeline is None:
@@ -949,16 +1029,19 @@ def _case_twins(names: list[str]) -> list[str]:
     return [" ~ ".join(repr(x) for x in g) for g in groups.values() if len(g) > 1]
 
 
-def _count_moves(k: _Collector, data: FunnelData, idx: np.ndarray, n: int) -> None:
+def _count_moves(
+    k: _Collector, data: FunnelData, idx: np.ndarray, n: int, deal_codes: np.ndarray
+) -> None:
     hist = data.history
     if not len(hist):
         return
-    arr = data.arrays
-    kind = arr.kind
+    # The stage entries as FunnelData derives them (a new entry where the deal or the
+    # stage changes), computed from the codes: the event table itself is built later,
+    # on first use, once the export's raw columns are no longer held.
+    kind = data.pipeline.kind_codes()
     # rows that start no stage entry: field updates
     stage = hist[C.STAGE].cat.codes.to_numpy()
-    ids = hist[C.DEAL_ID].array
-    new_deal = np.r_[True, np.asarray(ids[1:] != ids[:-1], dtype=bool)]
+    new_deal = np.r_[True, deal_codes[1:] != deal_codes[:-1]]
     repeat = ~(new_deal | np.r_[True, stage[1:] != stage[:-1]])
 
     def mask_of(hist_positions: np.ndarray) -> np.ndarray:
@@ -975,7 +1058,10 @@ def _count_moves(k: _Collector, data: FunnelData, idx: np.ndarray, n: int) -> No
             "row repeats the current stage (an amount or date update)",
         )
     ev_pos = np.flatnonzero(~repeat)  # history position of each event
-    s, nx = arr.stage, arr.next_stage
+    s = stage[ev_pos].astype(np.int64)
+    last_of_deal = np.r_[new_deal[ev_pos][1:], True]
+    nx = np.r_[s[1:], -1]
+    nx[last_of_deal] = -1
     has_next = nx >= 0
     from_kind = kind[s]
     to_kind = np.where(has_next, kind[np.maximum(nx, 0)], -1)
@@ -1026,7 +1112,7 @@ def _make_report(
     if k.quarantine_parts:
         q = pd.concat(k.quarantine_parts, ignore_index=True)
         q = q.drop_duplicates("_pos", keep="first")
-        vals = original.iloc[q["_pos"].to_numpy()].reset_index(drop=True)
+        vals = _take_rows(original, q["_pos"].to_numpy())
         q = pd.concat(
             [
                 pd.DataFrame({"row": table.rows[q["_pos"].to_numpy()]}),

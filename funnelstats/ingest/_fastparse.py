@@ -1,0 +1,328 @@
+"""Byte-level parsing of the common shapes of timestamps and amounts.
+
+The general parsers in :mod:`._parse` go through pandas string methods, regular
+expressions and ``pd.to_datetime`` / ``pd.to_numeric``: exact, but seconds per
+million rows. Most exports write a column in one fixed shape
+(``2024-01-01T03:01:54.000Z``, ``2024-01-01``, ``23000.0``). Here the bytes of
+an arrow string array are viewed as a matrix, one row per value of a given
+length, and each shape is checked and read with whole-column numpy arithmetic.
+
+Only values that match a shape exactly, with every field in range, are read
+here; everything else (spaces, other separators, 30 February, years outside
+1700-2199, long numbers, signs, exponents) is left to the general parser. For
+the values read here, the result is what the general parser gives (tested on
+tricky inputs in ``tests/test_ingest_fast.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "take_rows"]
+
+_REFUSED_SLICE = 1 << 16  # when pyarrow refuses a column, it is retried in slices this long
+
+# ISO shapes: date, optional time (hh:mm, hh:mm:ss, hh:mm:ss.f{1-9}), optional zone
+_DATE = "dddd-dd-dd"
+_TIMES = ("", "Tdd:dd", "Tdd:dd:dd", *("Tdd:dd:dd." + "d" * k for k in range(1, 10)))
+_ZONES = ("Z", "+dd", "+dddd", "+dd:dd")
+
+
+def _shapes() -> dict[int, list[tuple[str, int, str]]]:
+    """Per length: (shape, length of the time part, zone) for every ISO shape."""
+    out: dict[int, list[tuple[str, int, str]]] = {}
+    for t in _TIMES:
+        base = _DATE + t
+        out.setdefault(len(base), []).append((base, len(t), ""))
+        if t:
+            for z in _ZONES:
+                out.setdefault(len(base) + len(z), []).append((base + z, len(t), z))
+    return out
+
+
+_SHAPES = _shapes()
+
+
+def _chunks(arr: pa.ChunkedArray | pa.Array) -> Iterator[tuple[int, np.ndarray, np.ndarray, Any]]:
+    """Per chunk: (first row, starts, lengths with -1 for nulls, data bytes); no copies."""
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+    row = 0
+    for a in chunks:
+        n = len(a)
+        if n == 0:
+            continue
+        off_type = np.int32 if a.type == pa.string() else np.int64
+        bufs = a.buffers()
+        offsets = np.frombuffer(bufs[1], dtype=off_type)[a.offset : a.offset + n + 1]
+        data = (
+            np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+        )
+        lengths = np.diff(offsets)
+        if a.null_count:
+            valid = np.asarray(a.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            lengths = np.where(valid, lengths, -1)
+        yield row, offsets[:-1], lengths, data
+        row += n
+
+
+def take_rows(values: pd.Series, pos: np.ndarray) -> pd.Series:
+    """``values.iloc[pos]`` with a fresh index.
+
+    pyarrow takes from a column of many chunks by first joining the chunks (a
+    copy of the whole column); here each chunk gives its own rows.
+    """
+    arr = values.array
+    ca = getattr(arr, "_pa_array", None)
+    pos = np.asarray(pos, dtype=np.int64)
+    if not isinstance(ca, pa.ChunkedArray) or ca.num_chunks < 2 or len(pos) == 0:
+        return values.iloc[pos].reset_index(drop=True)
+    if len(pos) and (pos.min() < 0 or pos.max() >= len(ca)):
+        raise IndexError("positions out of bounds")
+    order = np.argsort(pos, kind="stable")
+    ordered = pos[order]
+    bounds = np.cumsum([0] + [len(c) for c in ca.chunks])
+    which = np.searchsorted(bounds, ordered, side="right") - 1
+    cut = np.flatnonzero(np.r_[True, which[1:] != which[:-1], True])
+    pieces = [
+        ca.chunk(int(which[a])).take(pa.array(ordered[a:b] - bounds[which[a]]))
+        for a, b in itertools.pairwise(cut)
+    ]
+    taken = pa.chunked_array(pieces, type=ca.type)
+    if not (order[1:] > order[:-1]).all():
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        taken = taken.take(pa.array(back))
+    return pd.Series(type(arr)(taken), name=values.name)
+
+
+def _plain(arr: pa.ChunkedArray | pa.Array) -> bool:
+    return arr.type in (pa.string(), pa.large_string())
+
+
+def plain_ends(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lengths in bytes, -1 for nulls; whether stripping spaces surely leaves the value as is).
+
+    A value is surely unchanged by stripping when it is empty, or when its first
+    and last bytes are printable ASCII other than a space. None when the array is
+    not a plain string array.
+    """
+    if not _plain(arr):
+        return None
+    n = len(arr)
+    all_lengths = np.empty(n, dtype=np.int64)
+    clean = np.empty(n, dtype=bool)
+    for row, starts, lengths, data in _chunks(arr):
+        k = len(lengths)
+        ok = lengths <= 0
+        filled = np.flatnonzero(~ok)
+        if len(filled):
+            st = starts[filled]
+            first = data[st]
+            last = data[st + lengths[filled] - 1]
+            ok[filled] = ((first - np.uint8(0x21)) <= 0x5D) & ((last - np.uint8(0x21)) <= 0x5D)
+        all_lengths[row : row + k] = lengths
+        clean[row : row + k] = ok
+    return all_lengths, clean
+
+
+def _groups(arr: pa.ChunkedArray, wanted: set[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(row positions, bytes matrix) per chunk and value length in ``wanted``."""
+    top = max(wanted)
+    for row, starts, lengths, data in _chunks(arr):
+        n = len(lengths)
+        counts = np.bincount(np.minimum(lengths, top + 1) + 1)
+        for length in sorted(wanted):
+            if length + 1 >= len(counts) or not counts[length + 1] or length > len(data):
+                continue
+            pos = np.arange(n) if counts[length + 1] == n else np.flatnonzero(lengths == length)
+            st = starts[pos].astype(np.int64)
+            # rows never overlap, so a span of exactly (k - 1) * length means back to back
+            if len(st) > 1 and st[-1] - st[0] == (len(st) - 1) * length:
+                m = data[st[0] : st[0] + len(st) * length].reshape(len(st), length)
+            else:
+                m = np.lib.stride_tricks.sliding_window_view(data, length)[st]
+            yield pos + row, m
+
+
+def _words(shape: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The shape as 64-bit words, to check eight bytes at a time.
+
+    A byte ``b`` fits when ``x = b ^ want`` is 0 for a fixed character, and
+    0-9 for a digit (``want`` is "0"): ``x & high == 0`` and ``(x + 6) & 0x10 == 0``.
+    """
+    width = -(-len(shape) // 8) * 8
+    want = np.zeros(width, dtype=np.uint8)
+    high = np.full(width, 0xFF, dtype=np.uint8)
+    six = np.zeros(width, dtype=np.uint8)
+    ten = np.zeros(width, dtype=np.uint8)
+    for j, c in enumerate(shape):
+        if c == "d":
+            want[j], high[j], six[j], ten[j] = 0x30, 0xF0, 0x06, 0x10
+        else:
+            want[j] = ord(c)
+    return want.view(np.uint64), high.view(np.uint64), six.view(np.uint64), ten.view(np.uint64)
+
+
+def _as_words(m: np.ndarray) -> np.ndarray:
+    """The rows of a byte matrix as 64-bit words (zero-padded to a multiple of 8 bytes)."""
+    k, length = m.shape
+    width = -(-length // 8) * 8
+    if width == length and m.flags.c_contiguous:
+        return m.view(np.uint64)
+    padded = np.zeros((k, width), dtype=np.uint8)
+    padded[:, :length] = m
+    return padded.view(np.uint64)
+
+
+# Every shape spelled out: "T" is a "T" or a space, "+" is a plus or a minus
+_VARIANTS: dict[int, list[tuple[str, int, str]]] = {}
+for _length, _shapes_of in _SHAPES.items():
+    for _shape, _t_len, _zone in _shapes_of:
+        for _t in ("T", " ") if "T" in _shape else ("",):
+            for _sign in ("+", "-") if "+" in _shape else ("",):
+                _v = _shape.replace("T", _t) if _t else _shape
+                _v = _v.replace("+", _sign) if _sign else _v
+                _VARIANTS.setdefault(_length, []).append((_v, _t_len, _zone))
+_WORDS = {v: _words(v) for vs in _VARIANTS.values() for v, _, _ in vs}
+_SAMPLE = 64
+
+
+def _fits(w: np.ndarray, shape: str) -> np.ndarray:
+    """Which rows (as words, see :func:`_as_words`) have ``shape``."""
+    want, high, six, ten = _WORDS[shape]
+    x = w ^ want
+    bad = x & high
+    x += six
+    x &= ten
+    bad |= x
+    out = bad[:, 0]
+    for j in range(1, bad.shape[1]):
+        out = out | bad[:, j]
+    return out == 0
+
+
+def _num(m: np.ndarray, a: int, b: int) -> np.ndarray:
+    """The decimal number written in columns a..b-1 (digits already checked)."""
+    out = np.zeros(len(m), dtype=np.int64)
+    for j in range(a, b):
+        out = out * 10 + (m[:, j].astype(np.int64) - 48)
+    return out
+
+
+def _cast(arr: pa.ChunkedArray, pos: np.ndarray, target: pa.DataType) -> tuple[np.ndarray, Any]:
+    """Positions pyarrow cast, and the cast values (slices it refuses are left out)."""
+    sub = arr if len(pos) == len(arr) else arr.take(pa.array(pos))
+    try:
+        return pos, pc.cast(sub, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    keep_pos, keep = [], []
+    for start in range(0, len(pos), _REFUSED_SLICE):
+        try:
+            keep.append(pc.cast(sub.slice(start, _REFUSED_SLICE), target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        keep_pos.append(pos[start : start + _REFUSED_SLICE])
+    if not keep_pos:
+        return np.zeros(0, dtype=np.int64), pa.chunked_array([], type=target)
+    return np.concatenate(keep_pos), pa.chunked_array(keep)
+
+
+def _int64(values: Any) -> np.ndarray:
+    return np.asarray(values.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Read the values in the common ISO 8601 shapes.
+
+    Returns ``(done, ns, naive)``: which rows were read, their nanoseconds
+    (UTC for values with a zone, wall-clock for values without), and which
+    rows had no zone. None when the array is not a plain string array.
+
+    Each value's shape (and the year, 1700-2199, and offset, at most 14 hours)
+    is checked here; pyarrow's cast then reads the values, refusing impossible
+    dates such as 30 February (those slices are left to the general path).
+    """
+    if not _plain(arr):
+        return None
+    n = len(arr)
+    shaped = np.zeros(n, dtype=bool)
+    naive = np.zeros(n, dtype=bool)
+    for pos, m in _groups(arr, set(_VARIANTS)):
+        w = _as_words(m)
+        todo = np.ones(len(pos), dtype=bool)
+        for shape, t_len, zone in _VARIANTS[m.shape[1]]:
+            left = np.flatnonzero(todo)
+            if not len(left):
+                break
+            step = max(1, len(left) // _SAMPLE)
+            if not (_fits(w[left[:_SAMPLE]], shape).any() or _fits(w[left[::step]], shape).any()):
+                continue
+            ok = _fits(w if len(left) == len(pos) else w[left], shape)
+            if not ok.any():
+                continue
+            rows = left[ok]
+            mm = m[rows] if len(rows) != len(pos) else m
+            century = _num(mm, 0, 2)  # years 1700-2199
+            good = (century >= 17) & (century <= 21)
+            if zone and zone != "Z":
+                z0 = 10 + t_len
+                good &= _num(mm, z0 + 1, z0 + 3) <= 14
+            rows = rows[good]
+            todo[rows] = False
+            shaped[pos[rows]] = True
+            naive[pos[rows]] = not zone
+    done = np.zeros(n, dtype=bool)
+    ns = np.zeros(n, dtype=np.int64)
+    for mask, target in (
+        (shaped & ~naive, pa.timestamp("ns", tz="UTC")),
+        (shaped & naive, pa.timestamp("ns")),
+    ):
+        if mask.any():
+            got, values = _cast(arr, np.flatnonzero(mask), target)
+            ns[got] = _int64(values)
+            done[got] = True
+    return done, ns, naive & done
+
+
+_MAX_DIGITS = 15  # below 2**53: every such decimal reads to its correctly rounded double
+
+
+def decimal_amounts(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Read plain decimals: digits, optionally one point with digits on both sides.
+
+    At most 15 digits, no sign, no spaces, no exponent: the shape is checked
+    here and pyarrow's cast reads the value (correctly rounded, as pandas
+    reads such numbers). Returns ``(done, values)``; None when the array is not
+    a plain string array.
+    """
+    if not _plain(arr):
+        return None
+    n = len(arr)
+    shaped = np.zeros(n, dtype=bool)
+    for pos, m in _groups(arr, set(range(1, _MAX_DIGITS + 2))):
+        dot = m == ord(".")
+        digit = (m - np.uint8(48)) <= 9
+        ok = (digit | dot).all(axis=1)
+        if m.shape[1] > 1:
+            n_dot = dot.sum(axis=1)
+            ok &= (n_dot <= 1) & ~dot[:, 0] & ~dot[:, -1]
+            if m.shape[1] == _MAX_DIGITS + 1:
+                ok &= n_dot == 1
+        else:
+            ok &= ~dot[:, 0]
+        shaped[pos[ok]] = True
+    values = np.zeros(n, dtype=np.float64)
+    done = np.zeros(n, dtype=bool)
+    if shaped.any():
+        got, cast = _cast(arr, np.flatnonzero(shaped), pa.float64())
+        values[got] = np.asarray(cast.to_numpy(zero_copy_only=False), dtype=np.float64)
+        done[got] = True
+    return done, values
