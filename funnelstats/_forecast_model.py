@@ -126,27 +126,33 @@ class StageCurves:
         return f, s
 
     def index(self, x: np.ndarray) -> np.ndarray:
-        """Row of :attr:`time` holding ``min(x, tau)`` (-1 before the first time)."""
+        """Row of :attr:`time` holding ``min(x, tau)`` (-1 before the first time), int32."""
         x = np.minimum(np.asarray(x, dtype=float), self.tau)
         return (np.searchsorted(self.time, x, side="right") - 1).astype(np.int32)
 
     def cdf_dot(
         self, x: np.ndarray, coef: np.ndarray, idx: np.ndarray | None = None
     ) -> np.ndarray:
-        """``sum_j F_j(x[i, m]) coef[m, j]``: :meth:`cdf` of ``x`` (shape ``(n, M)``) contracted
-        with ``coef`` (``(M, K)``); ``idx``: :meth:`index` of ``x`` when already known."""
+        """``sum_m sum_j F_j(x[i, m]) coef[m, j]`` for ``x`` of shape ``(n, M)``, increasing
+        along its rows: :meth:`cdf` contracted with ``coef`` (``(M, K)``); ``idx``:
+        :meth:`index` of ``x`` when already known."""
         x = np.asarray(x, dtype=float)
         if len(self.time) == 0:
-            return np.zeros(x.shape)
+            return np.zeros(len(x))
         if idx is None:
             idx = self.index(x)
-        inside = np.einsum("nmk,mk->nm", self.cif[np.maximum(idx, 0)], coef)
-        inside[idx < 0] = 0.0
-        if self.tail_rate > 0 and self.tail_mix.any():
+        before = idx < 0
+        if before.any():
+            idx = np.where(before, 0, idx)
+        out = np.einsum("nmk,mk->n", np.take(self.cif, idx, axis=0), coef)
+        if before.any():
+            out -= before.astype(float) @ (coef @ self.cif[0])
+        beyond = np.flatnonzero(x[:, -1] > self.tau)
+        if len(beyond) and self.tail_rate > 0 and self.tail_mix.any():
             s_tau = max(1.0 - float(self.cif[-1].sum()), 0.0)
-            grow = -np.expm1(-self.tail_rate * np.maximum(x - self.tau, 0.0))
-            inside += s_tau * grow * (coef @ self.tail_mix)[None, :]
-        return inside
+            grow = -np.expm1(-self.tail_rate * np.maximum(x[beyond] - self.tau, 0.0))
+            out[beyond] += s_tau * (grow @ (coef @ self.tail_mix))
+        return out
 
     def conditional(self, age: np.ndarray, u: np.ndarray) -> np.ndarray:
         """P(left for ``j`` within ``u`` days | still in the stage at ``age``).
@@ -755,7 +761,7 @@ def _within_flat(
     step = max(1, block // (len(edges) * max(cv.n_dest, 1)))
     for lo in range(0, len(age), step):
         x = age[lo : lo + step, None] + edges[None, 1:]
-        num[lo : lo + step] = cv.cdf_dot(x, coef, rows[lo : lo + step]).sum(axis=1)
+        num[lo : lo + step] = cv.cdf_dot(x, coef, rows[lo : lo + step])
     with np.errstate(divide="ignore", invalid="ignore"):
         out = (num - base) / s_a
     if not alive.all():

@@ -450,7 +450,14 @@ def forecast_bookings(
     origin = deal_origin_ns(cut)[deal_row]
     entered = snap["entered_stage_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
     entry_age = np.where(origin == NAT, 0.0, (entered - origin) / NS_PER_DAY)
-    state = {"stage": stage, "age_days": age, "entry_age_days": entry_age, "group": g_open}
+    # the cache: where the open deals fall on the curves, shared by the model's refits
+    state = {
+        "stage": stage,
+        "age_days": age,
+        "entry_age_days": entry_age,
+        "group": g_open,
+        "cache": {},
+    }
     p, p_ever = model.p_won(**state, horizon_days=h_days)
     p_value, _ = value_model.p_won(**state, horizon_days=h_days, eventually=False)
     amount = snap[C.AMOUNT].to_numpy(dtype=float)
