@@ -130,9 +130,7 @@ class StageCurves:
         x = np.minimum(np.asarray(x, dtype=float), self.tau)
         return (np.searchsorted(self.time, x, side="right") - 1).astype(np.int32)
 
-    def cdf_dot(
-        self, x: np.ndarray, coef: np.ndarray, idx: np.ndarray | None = None
-    ) -> np.ndarray:
+    def cdf_dot(self, x: np.ndarray, coef: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
         """``sum_m sum_j F_j(x[i, m]) coef[m, j]`` for ``x`` of shape ``(n, M)``, increasing
         along its rows: :meth:`cdf` contracted with ``coef`` (``(M, K)``); ``idx``:
         :meth:`index` of ``x`` when already known."""
