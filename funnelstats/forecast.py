@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
-from ._forecast_history import NAT, history_state
+from ._forecast_history import NAT, HistoryState, history_state
 from ._forecast_model import SemiMarkovFunnel, deal_origin_ns
 from ._forecast_sim import SumDraws, bernoulli_sum, compound_poisson_sum
 from ._result import Result, get_ax
@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 QUANTILES = (0.1, 0.5, 0.9)
+_ARRIVAL_WINDOW = "90D"
 
 
 def _days(horizon: Any, name: str = "horizon") -> float:
@@ -169,6 +170,18 @@ def weighted_pipeline(
     """
     require_history(data, "weighted_pipeline")
     cut, ts = _cut(data, as_of)
+    h_days = None if horizon is None else _days(horizon)
+    return _weighted_cut(cut, ts, None, h_days, probabilities)
+
+
+def _weighted_cut(
+    cut: FunnelData,
+    ts: pd.Timestamp,
+    snap: pd.DataFrame | None,
+    h_days: float | None,
+    probabilities: str | Mapping[str, float],
+) -> WeightedPipeline:
+    """:func:`weighted_pipeline` of data already cut at ``ts`` (``snap``: its open deals)."""
     stages = cut.pipeline.stages
     crm = dict(cut.pipeline.probabilities)
     if isinstance(probabilities, Mapping):
@@ -193,11 +206,12 @@ def weighted_pipeline(
         raise ValueError(
             f"probabilities must be 'auto', 'crm', 'empirical' or a mapping, got {probabilities!r}"
         )
-    snap = _open_table(cut, ts)
+    if snap is None:
+        snap = _open_table(cut, ts)
     p = snap[C.STAGE].astype(str).map(probs).to_numpy(dtype=float)
     in_h = np.ones(len(snap), dtype=bool)
-    if horizon is not None:
-        limit = ts + pd.Timedelta(days=_days(horizon))
+    if h_days is not None:
+        limit = ts + pd.Timedelta(days=h_days)
         cd = snap[C.CLOSE_DATE]
         in_h = (cd.isna() | (cd <= limit)).to_numpy()
     frame = pd.DataFrame(
@@ -254,7 +268,11 @@ def realised_bookings(data: FunnelData, start: Any, end: Any) -> pd.DataFrame:
     """
     t0 = to_timestamp(start, name="start").value
     t1 = to_timestamp(end, name="end").value
-    hs = history_state(data)
+    return _realised(data, history_state(data), t0, t1)
+
+
+def _realised(data: FunnelData, hs: HistoryState, t0: int, t1: int) -> pd.DataFrame:
+    """:func:`realised_bookings` between ``t0`` and ``t1`` (ns) from the data's history state."""
     prev_won = np.r_[False, hs.kind[:-1] == 1] & ~hs.first
     enter = (hs.kind == 1) & ~prev_won & (hs.at > t0) & (hs.at <= t1)
     idx = np.flatnonzero(enter)
@@ -333,7 +351,7 @@ def forecast_bookings(
     amount_bands: int = 5,
     age_classes: int = 1,
     n_boot: int = 20,
-    arrival_window: Any = "90D",
+    arrival_window: Any = _ARRIVAL_WINDOW,
 ) -> BookingsForecast:
     """Forecast bookings in ``(as_of, as_of + horizon]`` from the stage history.
 
@@ -433,6 +451,39 @@ def forecast_bookings(
     if n_boot < 0 or n_boot == 1:
         raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
     cut, ts = _cut(data, as_of)
+    return _forecast_cut(
+        cut,
+        ts,
+        None,
+        h_days=h_days,
+        w_days=w_days,
+        n_sims=n_sims,
+        seed=seed,
+        include_new=include_new,
+        by=by,
+        amount_bands=amount_bands,
+        age_classes=age_classes,
+        n_boot=n_boot,
+    )
+
+
+def _forecast_cut(
+    cut: FunnelData,
+    ts: pd.Timestamp,
+    snap: pd.DataFrame | None,
+    *,
+    h_days: float,
+    w_days: float,
+    n_sims: int,
+    seed: int | None,
+    include_new: bool,
+    by: str | None,
+    amount_bands: int,
+    age_classes: int,
+    n_boot: int,
+) -> BookingsForecast:
+    """:func:`forecast_bookings` of data already cut at ``ts`` (``snap``: its open deals,
+    :func:`funnelstats.snapshot._open_table`, when already made)."""
     rng = np.random.default_rng(seed)
     gcode, labels = _strata(cut, by, amount_bands)
     n_groups = len(labels)
@@ -442,8 +493,9 @@ def forecast_bookings(
     value_w = np.maximum(value_w, 0.0)
     model = SemiMarkovFunnel(age_classes=age_classes).fit(cut, groups=gcode, n_groups=n_groups)
     value_model = model.reweighted(value_w)
-    snap = _open_table(cut, ts)
-    deal_row = pd.Index(cut.deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
+    if snap is None:
+        snap = _open_table(cut, ts)
+    deal_row = _open_rows(cut, snap)
     g_open = gcode[deal_row]
     stage = snap[C.STAGE].cat.codes.to_numpy().astype(np.int64)
     age = snap["age_in_stage_days"].to_numpy(dtype=float)
@@ -568,6 +620,16 @@ def forecast_bookings(
         horizon_days=h_days,
         notes=tuple(notes),
     )
+
+
+def _open_rows(cut: FunnelData, snap: pd.DataFrame) -> np.ndarray:
+    """Row of ``cut.deals`` of each deal in the open table (which lists them in that order)."""
+    deals = cut.deals
+    rows = np.flatnonzero((deals[C.OUTCOME] == C.OPEN).to_numpy())
+    ids = snap[C.DEAL_ID].to_numpy(dtype=object)
+    if len(rows) == len(ids) and np.array_equal(deals[C.DEAL_ID].to_numpy(dtype=object)[rows], ids):
+        return rows
+    return pd.Index(deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
 
 
 def _strata(cut: FunnelData, by: str | None, amount_bands: int) -> tuple[np.ndarray, list[str]]:
@@ -850,13 +912,23 @@ def backtest(
             )
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if n_sims < 1:
+        raise ValueError("n_sims must be at least 1")
+    if n_boot < 0 or n_boot == 1:
+        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
     rows = []
     quant = {q: [] for q in QUANTILES}
+    hs = history_state(data)
     for i, c in enumerate(tqdm(cuts, disable=not progress, desc="backtest", unit="cut-off")):
-        fc = forecast_bookings(
-            data,
-            as_of=c,
-            horizon=pd.Timedelta(days=h_days),
+        # one cut and one table of its open deals for the forecast and the baseline
+        cut = data.as_of(c)
+        snap = _open_table(cut, c)
+        fc = _forecast_cut(
+            cut,
+            c,
+            snap,
+            h_days=h_days,
+            w_days=_days(_ARRIVAL_WINDOW),
             n_sims=n_sims,
             seed=None if seed is None else seed + i,
             include_new=include_new,
@@ -865,10 +937,8 @@ def backtest(
             age_classes=age_classes,
             n_boot=n_boot,
         )
-        wp = weighted_pipeline(
-            data, c, horizon=pd.Timedelta(days=h_days), probabilities=probabilities
-        )
-        won = realised_bookings(data, c, c + pd.Timedelta(days=h_days))
+        wp = _weighted_cut(cut, c, snap, h_days, probabilities)
+        won = _realised(data, hs, c.value, (c + pd.Timedelta(days=h_days)).value)
         actual = float(np.nansum(won[C.AMOUNT].to_numpy()))
         t = fc.frame.set_index("component").loc["total"]
         rows.append(
