@@ -669,9 +669,9 @@ class _Layout:
             we = w_exit if sel is None else w_exit[sel]
             rows, dest = self._exit_parts(cells)
             kk = self.row_key[rows]
-            exits = np.bincount(kk, weights=we, minlength=nk)
-            exposure = np.bincount(self.key, weights=w * over, minlength=nk)
-            mix = np.bincount(kk * nd + dest, weights=we, minlength=nk * nd).reshape(nk, nd)
+            exits = _wsum(kk, weights=we, minlength=nk)
+            exposure = _wsum(self.key, weights=w * over, minlength=nk)
+            mix = _wsum(kk * nd + dest, weights=we, minlength=nk * nd).reshape(nk, nd)
             return exits, exposure, mix
 
         e1, x1, m1 = sums(self.late, self.over)
@@ -696,16 +696,16 @@ class _Layout:
             w = np.asarray(weights, dtype=float)[self.deal]
         w_exit = w[self.exits]
         run_exit = self.cell // nd
-        removed = np.bincount(self.run, weights=w, minlength=n_rows)
-        d = np.bincount(run_exit, weights=w_exit, minlength=n_rows)
-        totals = np.bincount(self.key, weights=w, minlength=self.n_keys).astype(float)
+        removed = _wsum(self.run, weights=w, minlength=n_rows)
+        d = _wsum(run_exit, weights=w_exit, minlength=n_rows)
+        totals = _wsum(self.key, weights=w, minlength=self.n_keys)
         cum = np.cumsum(removed)
         base = np.r_[0.0, cum][self.offsets[:-1]]
         at_risk = totals[self.row_key] - (cum - removed - base[self.row_key])
         del cum, removed
 
         def increments(f: np.ndarray) -> np.ndarray:
-            inc = np.bincount(self.cell, weights=w_exit * f[run_exit], minlength=n_rows * nd)
+            inc = _wsum(self.cell, weights=w_exit * f[run_exit], minlength=n_rows * nd)
             return inc.reshape(n_rows, nd)
 
         cif_all = _aalen_johansen(at_risk, d, self.offsets, increments, nd)
@@ -766,6 +766,11 @@ def _within_flat(
         tail = (-np.expm1(-cv.tail_rate * edges[1:]))[:, None] * cv.tail_mix
         out = np.where(alive, out, float(np.sum(tail * coef)))
     return out
+
+
+def _wsum(index: np.ndarray, *, weights: np.ndarray, minlength: int) -> np.ndarray:
+    """``np.bincount`` with weights, always float (numpy gives int64 for empty input)."""
+    return np.bincount(index, weights=weights, minlength=minlength).astype(float, copy=False)
 
 
 def _cif(table: EventTable) -> np.ndarray:
