@@ -72,6 +72,28 @@ def _ffill_within(values: np.ndarray, valid: np.ndarray, start_row: np.ndarray) 
     return np.where(last >= start_row, last, -1)
 
 
+def _deal_rows(history_ids: pd.Series, deal_ids: pd.Series) -> np.ndarray:
+    """Row of the deals table of each history row.
+
+    The history is sorted by deal and the deals table lists the deals in the same order
+    (each deal's first history row); this is checked on the first row of every deal, and a
+    lookup by id is the fallback.
+    """
+    n = len(history_ids)
+    if n:
+        ids = (
+            history_ids.to_numpy(dtype=object) if history_ids.dtype == object else history_ids.array
+        )
+        new = np.r_[True, ~np.asarray(ids[1:] == ids[:-1], dtype=bool)]
+        first = np.flatnonzero(new)
+        if len(first) == len(deal_ids) and np.array_equal(
+            history_ids.iloc[first].to_numpy(dtype=object), deal_ids.to_numpy(dtype=object)
+        ):
+            return np.cumsum(new, dtype=np.int64) - 1
+    index = pd.Index(deal_ids.astype(object))
+    return index.get_indexer(history_ids.astype(object)).astype(np.int64)
+
+
 def history_state(data: FunnelData) -> HistoryState:
     """The state of each deal after each of its history rows.
 
@@ -85,8 +107,7 @@ def history_state(data: FunnelData) -> HistoryState:
     h = data.history
     n = len(h)
     n_deals = data.n_deals
-    deal = pd.Index(data.deals[C.DEAL_ID].astype(object)).get_indexer(h[C.DEAL_ID].astype(object))
-    deal = deal.astype(np.int64)
+    deal = _deal_rows(h[C.DEAL_ID], data.deals[C.DEAL_ID])
     at = _ns(h[C.AT]) if n else np.zeros(0, dtype=np.int64)
     stage = h[C.STAGE].cat.codes.to_numpy().astype(np.int64)
     kind_codes = data.pipeline.kind_codes()

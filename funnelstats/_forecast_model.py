@@ -50,12 +50,14 @@ Carlo noise, and the cost is independent of the number of deals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
 from . import _columns as C
-from ._estimators import EventTable, event_table
+from ._estimators import EventTable
 from ._stays import NS_PER_DAY, stays
 from .data import FunnelData
 
@@ -85,6 +87,9 @@ class StageCurves:
     tail_mix : ndarray (K,)
         Destination shares assumed beyond ``tau`` (those of the same late exits).
     n_stays, n_exits : int
+    origin : tuple
+        Which stays the curve was estimated from (empty when unknown): refits of a model
+        with other weights share ``time`` when they share ``origin``.
     """
 
     time: np.ndarray
@@ -94,6 +99,7 @@ class StageCurves:
     tail_mix: np.ndarray
     n_stays: int
     n_exits: int
+    origin: tuple = ()
 
     @property
     def n_dest(self) -> int:
@@ -118,6 +124,33 @@ class StageCurves:
         f = inside + (s_tau * (1.0 - decay))[..., None] * self.tail_mix
         s = np.where(x > self.tau, s_tau * decay, np.maximum(s_in, 0.0))
         return f, s
+
+    def index(self, x: np.ndarray) -> np.ndarray:
+        """Row of :attr:`time` holding ``min(x, tau)`` (-1 before the first time), int32."""
+        x = np.minimum(np.asarray(x, dtype=float), self.tau)
+        return (np.searchsorted(self.time, x, side="right") - 1).astype(np.int32)
+
+    def cdf_dot(self, x: np.ndarray, coef: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """``sum_m sum_j F_j(x[i, m]) coef[m, j]`` for ``x`` of shape ``(n, M)``, increasing
+        along its rows: :meth:`cdf` contracted with ``coef`` (``(M, K)``); ``idx``:
+        :meth:`index` of ``x`` when already known."""
+        x = np.asarray(x, dtype=float)
+        if len(self.time) == 0:
+            return np.zeros(len(x))
+        if idx is None:
+            idx = self.index(x)
+        before = idx < 0
+        if before.any():
+            idx = np.where(before, 0, idx)
+        out = np.einsum("nmk,mk->n", np.take(self.cif, idx, axis=0), coef)
+        if before.any():
+            out -= before.astype(float) @ (coef @ self.cif[0])
+        beyond = np.flatnonzero(x[:, -1] > self.tau)
+        if len(beyond) and self.tail_rate > 0 and self.tail_mix.any():
+            s_tau = max(1.0 - float(self.cif[-1].sum()), 0.0)
+            grow = -np.expm1(-self.tail_rate * np.maximum(x[beyond] - self.tau, 0.0))
+            out[beyond] += s_tau * (grow @ (coef @ self.tail_mix))
+        return out
 
     def conditional(self, age: np.ndarray, u: np.ndarray) -> np.ndarray:
         """P(left for ``j`` within ``u`` days | still in the stage at ``age``).
@@ -150,26 +183,6 @@ class StageCurves:
         s_tau = max(1.0 - float(self.cif[-1].sum()), 0.0) if len(self.time) else 1.0
         base = self.cif[-1] if len(self.time) else np.zeros(self.n_dest)
         return base + (s_tau * self.tail_mix if self.tail_rate > 0 else 0.0)
-
-
-def _tail(
-    d: np.ndarray, dest: np.ndarray, n_dest: int, q: float, w: np.ndarray | None = None
-) -> tuple[float, np.ndarray]:
-    """Constant hazard and destination mix of the late stays (see StageCurves)."""
-    exits = dest >= 0
-    if not exits.any():
-        return 0.0, np.zeros(n_dest)
-    w = np.ones(len(d)) if w is None else w
-    cut = float(np.quantile(d, q))
-    late = d > cut
-    sel = late & exits
-    if not sel.any() or w[sel].sum() <= 0:
-        sel, late, cut = exits, np.ones(len(d), dtype=bool), 0.0
-    rate = w[sel].sum() / max(float(np.sum(w[late] * (d[late] - cut))), _TINY)
-    mix = np.bincount(dest[sel], weights=w[sel], minlength=n_dest)
-    if not mix.sum() > 0:  # a resample without any exit
-        return 0.0, np.zeros(n_dest)
-    return float(rate), mix / mix.sum()
 
 
 def deal_origin_ns(data: FunnelData) -> np.ndarray:
@@ -305,22 +318,40 @@ class SemiMarkovFunnel:
         n_groups = pr["n_groups"]
         stage, band, g_of, dest = pr["stage"], pr["band"], pr["group"], pr["dest"]
         n_band = max(len(c) for c in self.cuts_) + 1 if n_open else 1
-        w_st = None if weights is None else np.asarray(weights, dtype=float)[pr["deal"]]
+        w_deal = None if weights is None else np.asarray(weights, dtype=float)
 
-        def curves(key: np.ndarray, n_keys: int) -> list[StageCurves]:
-            return self._fit_curves(pr["duration_ns"], dest, key, n_keys, n_dest, w_st)
+        keys = {
+            "stage": (lambda: stage, n_open),
+            "group_stage": (lambda: g_of * n_open + stage, n_groups * n_open),
+            "stage_band": (lambda: stage * n_band + band, n_open * n_band),
+            "group_stage_band": (
+                lambda: (g_of * n_open + stage) * n_band + band,
+                n_groups * n_open * n_band,
+            ),
+        }
+        layouts = pr.setdefault("layouts", {})
+
+        def curves(name: str) -> list[StageCurves]:
+            lay = layouts.get(name)
+            if lay is None:
+                make, n_keys = keys[name]
+                lay = _Layout.build(
+                    pr["duration_ns"], dest, pr["deal"], make(), n_keys, n_dest, self.tail_quantile
+                )
+                layouts[name] = lay
+            return lay.curves(w_deal)
 
         if pr["grouped"]:
-            group_s = curves(g_of * n_open + stage, n_groups * n_open)
+            group_s = curves("group_stage")
             short = any(c.n_exits < self.min_exits for c in group_s)
-            pooled_s = curves(stage, n_open) if short or not lean else []
+            pooled_s = curves("stage") if short or not lean else []
         else:
-            pooled_s = group_s = curves(stage, n_open)
+            pooled_s = group_s = curves("stage")
         if n_band > 1:
-            pooled_sc = curves(stage * n_band + band, n_open * n_band)
-            group_sc = curves((g_of * n_open + stage) * n_band + band, n_groups * n_open * n_band)
+            pooled_sc = curves("stage_band")
+            group_sc = curves("group_stage_band")
             if not len(pooled_s):
-                pooled_s = curves(stage, n_open)
+                pooled_s = curves("stage")
         else:
             pooled_sc, group_sc = pooled_s, group_s
         self.pooled_ = pooled_s
@@ -346,43 +377,6 @@ class SemiMarkovFunnel:
                 cg.append(bands)
             self.curves_.append(cg)
         return self
-
-    def _fit_curves(
-        self,
-        duration_ns: np.ndarray,
-        dest: np.ndarray,
-        key: np.ndarray,
-        n_keys: int,
-        n_dest: int,
-        weights: np.ndarray | None = None,
-    ) -> list[StageCurves]:
-        table = event_table(
-            duration_ns, dest + 1, groups=key, n_groups=n_keys, n_causes=n_dest, weights=weights
-        )
-        cif_all = _cif(table)
-        order = np.argsort(key, kind="stable")
-        bounds = np.searchsorted(key[order], np.arange(n_keys + 1))
-        out = []
-        for k in range(n_keys):
-            r = table.rows(k)
-            pick = order[bounds[k] : bounds[k + 1]]
-            d = duration_ns[pick] / NS_PER_DAY
-            wk = None if weights is None else weights[pick]
-            live = np.ones(len(pick), dtype=bool) if wk is None else wk > 0
-            rate, mix = _tail(d, dest[pick], n_dest, self.tail_quantile, wk)
-            t = table.time[r] / NS_PER_DAY
-            out.append(
-                StageCurves(
-                    time=t,
-                    cif=cif_all[r],
-                    tau=float(t[-1]) if len(t) else 0.0,
-                    tail_rate=rate,
-                    tail_mix=mix,
-                    n_stays=int(live.sum()),
-                    n_exits=int(np.count_nonzero((dest[pick] >= 0) & live)),
-                )
-            )
-        return out
 
     # ------------------------------------------------------------ predict
     def grid(self, horizon_days: float) -> tuple[int, float]:
@@ -513,12 +507,15 @@ class SemiMarkovFunnel:
         group: np.ndarray | None = None,
         eventually: bool = True,
         chunk: int = 2048,
+        cache: dict | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """P(won within the horizon) and P(ever won) for deals in ``stage`` at ``age_days``.
 
         ``entry_age_days``: the deal's age (days since created) when it entered
         the stage (default 0: created in it). With ``eventually=False`` the
-        second array is NaN (not computed).
+        second array is NaN (not computed). ``cache``: a dict kept between calls
+        for the same deals and horizon on refits of one model (:meth:`reweighted`):
+        where the deals' times fall on the curves is looked up once.
         """
         stage = np.asarray(stage, dtype=np.int64)
         age = np.asarray(age_days, dtype=float)
@@ -541,13 +538,27 @@ class SemiMarkovFunnel:
                 for c in range(len(self.cuts_[s]) + 1):
                     idx = np.flatnonzero((group == g) & (stage == s) & (band == c))
                     cv = self.curves_[int(g)][s][c]
+                    if n_e == 0 and len(idx):
+                        # no entry-age clock: the same weights for every deal of the curve
+                        key = (cv.origin, int(g), s, c, k_steps, h)
+                        if cache is not None and cv.origin and key in cache:
+                            idx, rows = cache[key]
+                        else:
+                            idx = idx[np.argsort(age[idx], kind="stable")]
+                            rows = cv.index(age[idx, None] + edges[None, 1:])
+                            if cache is not None and cv.origin:
+                                cache[key] = idx, rows
+                        wr = w[k_steps - steps, 0]
+                        out[idx] = _within_flat(cv, age[idx], wr, edges, rows)
                     for lo in range(0, len(idx), chunk):
                         part = idx[lo : lo + chunk]
                         # grid index of the deal age at the cut-off
                         x = np.rint((e0[part] + age[part]) / h).astype(np.int64)
-                        mass = np.diff(cv.conditional(age[part], edges), axis=1)
-                        pos = np.minimum(x[:, None] + steps[None, :], n_e)
-                        out[part] = np.einsum("nmd,nmd->n", mass, w[k_steps - steps[None, :], pos])
+                        if n_e:
+                            mass = np.diff(cv.conditional(age[part], edges), axis=1)
+                            pos = np.minimum(x[:, None] + steps[None, :], n_e)
+                            wp = w[k_steps - steps[None, :], pos]
+                            out[part] = np.einsum("nmd,nmd->n", mass, wp)
                         if v is None:
                             continue
                         rem = cv.remaining(age[part])
@@ -562,36 +573,247 @@ class SemiMarkovFunnel:
         return np.clip(out, 0.0, 1.0), np.clip(ever, 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The stays behind one set of curves (one curve per key), arranged once for refits.
+
+    Stays are sorted by key then duration, and each is given its row of the event table
+    (its key's distinct duration). Refitting with other deal weights is then a few weighted
+    counts (:func:`numpy.bincount`) and the Aalen–Johansen sums, with no sorting: the same
+    event table as :func:`funnelstats._estimators.event_table` on the same stays. The
+    tail's late stays (longer than the key's ``tail_quantile`` of durations, all stays
+    counted whatever their weight) are fixed too; see :class:`StageCurves`.
+    """
+
+    n_keys: int
+    n_dest: int
+    time: np.ndarray  # per row: distinct duration of its key, days
+    row_key: np.ndarray  # per row
+    offsets: np.ndarray  # rows of key k: offsets[k]:offsets[k + 1]
+    deal: np.ndarray  # per stay (sorted): the deal it belongs to
+    key: np.ndarray  # per stay
+    run: np.ndarray  # per stay: its row
+    over: np.ndarray  # per stay: duration - cut where longer than its key's cut, else 0
+    exits: np.ndarray  # positions of the stays that ended (not censored)
+    cell: np.ndarray  # per exit: row * n_dest + destination
+    late: np.ndarray  # per exit: longer than its key's cut
+    use_late: np.ndarray  # per key: some exit is late
+    any_exit: np.ndarray  # per key
+    token: object = field(default_factory=object)  # identifies the layout in curve origins
+
+    @staticmethod
+    def build(
+        duration_ns: np.ndarray,
+        dest: np.ndarray,
+        deal: np.ndarray,
+        key: np.ndarray,
+        n_keys: int,
+        n_dest: int,
+        tail_quantile: float,
+    ) -> _Layout:
+        by_time = np.argsort(duration_ns, kind="stable")
+        small = np.int16 if n_keys < 2**15 else np.int64  # 16-bit keys: a radix sort
+        order = by_time[np.argsort(np.asarray(key)[by_time].astype(small), kind="stable")]
+        del by_time
+        k = np.asarray(key, dtype=np.int64)[order]
+        t = duration_ns[order]
+        n = len(order)
+        new = np.r_[True, (k[1:] != k[:-1]) | (t[1:] != t[:-1])] if n else np.zeros(0, bool)
+        run = np.cumsum(new) - 1
+        starts = np.flatnonzero(new)
+        del new
+        row_key = k[starts]
+        offsets = np.searchsorted(row_key, np.arange(n_keys + 1), side="left").astype(np.int64)
+        time = t[starts].astype(float) / NS_PER_DAY
+        del t, starts
+        d = time[run]
+        dest_s = dest[order]
+        exits = np.flatnonzero(dest_s >= 0)
+        bounds = np.searchsorted(k, np.arange(n_keys + 1))
+        cut = np.zeros(n_keys)
+        for j in range(n_keys):
+            if bounds[j + 1] > bounds[j]:
+                cut[j] = float(np.quantile(d[bounds[j] : bounds[j + 1]], tail_quantile))
+        longer = d > cut[k]
+        late = longer[exits]
+        k_exit = k[exits]
+        idx = np.int32 if max(n, len(time) * n_dest) < 2**31 else np.int64
+        return _Layout(
+            n_keys=n_keys,
+            n_dest=n_dest,
+            time=time,
+            row_key=row_key,
+            offsets=offsets,
+            deal=np.asarray(deal)[order].astype(idx),
+            key=k.astype(idx),
+            run=run.astype(idx),
+            over=np.where(longer, d - cut[k], 0.0),
+            exits=exits.astype(idx),
+            cell=(run[exits] * n_dest + dest_s[exits]).astype(idx),
+            late=late,
+            use_late=np.bincount(k_exit[late], minlength=n_keys) > 0,
+            any_exit=np.bincount(k_exit, minlength=n_keys) > 0,
+        )
+
+    def _exit_parts(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row and destination of exits given by their cells."""
+        return cells // self.n_dest, cells % self.n_dest
+
+    def tails(self, w: np.ndarray, w_exit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per key, the tail hazard and destination mix (see :class:`StageCurves`), with
+        weights ``w`` per stay and ``w_exit`` per exit."""
+        nk, nd = self.n_keys, self.n_dest
+
+        def sums(sel: np.ndarray | None, over: np.ndarray) -> tuple[np.ndarray, ...]:
+            cells = self.cell if sel is None else self.cell[sel]
+            we = w_exit if sel is None else w_exit[sel]
+            rows, dest = self._exit_parts(cells)
+            kk = self.row_key[rows]
+            exits = _wsum(kk, weights=we, minlength=nk)
+            exposure = _wsum(self.key, weights=w * over, minlength=nk)
+            mix = _wsum(kk * nd + dest, weights=we, minlength=nk * nd).reshape(nk, nd)
+            return exits, exposure, mix
+
+        e1, x1, m1 = sums(self.late, self.over)
+        use = self.use_late & (e1 > 0)
+        if not use.all():  # keys whose late stays carry no weight: every stay, cut at 0
+            e2, x2, m2 = sums(None, self.time[self.run])
+            e1, x1 = np.where(use, e1, e2), np.where(use, x1, x2)
+            m1 = np.where(use[:, None], m1, m2)
+        rate = e1 / np.maximum(x1, _TINY)
+        tot = m1.sum(axis=1)
+        ok = self.any_exit & (tot > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mix = np.where(ok[:, None], m1 / tot[:, None], 0.0)
+        return np.where(ok, rate, 0.0), mix
+
+    def curves(self, weights: np.ndarray | None) -> list[StageCurves]:
+        """The curves of every key with deal ``weights`` (default 1)."""
+        n_rows, nd = len(self.time), self.n_dest
+        if weights is None:
+            w = np.ones(len(self.deal))
+        else:
+            w = np.asarray(weights, dtype=float)[self.deal]
+        w_exit = w[self.exits]
+        run_exit = self.cell // nd
+        removed = _wsum(self.run, weights=w, minlength=n_rows)
+        d = _wsum(run_exit, weights=w_exit, minlength=n_rows)
+        totals = _wsum(self.key, weights=w, minlength=self.n_keys)
+        cum = np.cumsum(removed)
+        base = np.r_[0.0, cum][self.offsets[:-1]]
+        at_risk = totals[self.row_key] - (cum - removed - base[self.row_key])
+        del cum, removed
+
+        def increments(f: np.ndarray) -> np.ndarray:
+            inc = _wsum(self.cell, weights=w_exit * f[run_exit], minlength=n_rows * nd)
+            return inc.reshape(n_rows, nd)
+
+        cif_all = _aalen_johansen(at_risk, d, self.offsets, increments, nd)
+        del d, at_risk
+        rate, mix = self.tails(w, w_exit)
+        live = w > 0
+        n_stays = np.bincount(self.key[live], minlength=self.n_keys)
+        n_exits = np.bincount(self.row_key[self.cell[w_exit > 0] // nd], minlength=self.n_keys)
+        out = []
+        for k in range(self.n_keys):
+            r = slice(int(self.offsets[k]), int(self.offsets[k + 1]))
+            t = self.time[r]
+            out.append(
+                StageCurves(
+                    time=t,
+                    cif=cif_all[r],
+                    tau=float(t[-1]) if len(t) else 0.0,
+                    tail_rate=float(rate[k]),
+                    tail_mix=mix[k],
+                    n_stays=int(n_stays[k]),
+                    n_exits=int(n_exits[k]),
+                    origin=(self.token, k),
+                )
+            )
+        return out
+
+
+def _within_flat(
+    cv: StageCurves,
+    age: np.ndarray,
+    w_rev: np.ndarray,
+    edges: np.ndarray,
+    rows: np.ndarray,
+    block: int = 1_000_000,
+) -> np.ndarray:
+    """P(won within the horizon) of deals at ``age`` in a stage whose continuation weights do
+    not depend on the deal (no entry-age clock).
+
+    With ``c(u) = (F(age + u) - F(age)) / S(age)`` at the grid edges ``u_0 = 0 < ... <
+    u_{K+1}`` and ``w_rev[m]`` the chance of being won from destination ``j`` with ``K - m``
+    steps left, the forecast ``sum_m [c(u_{m+1}) - c(u_m)] . w_rev[m]`` is summed by parts,
+    ``sum_{m >= 1} c(u_m) . (w_rev[m - 1] - w_rev[m])`` (``w_rev[K + 1] = 0``), so the
+    cumulative incidence is read once per edge and contracted at once. ``rows``: the
+    curve's :meth:`StageCurves.index` of ``age + edges[1:]``.
+    """
+    coef = w_rev - np.vstack([w_rev[1:], np.zeros((1, w_rev.shape[1]))])
+    f_a, s_a = cv.cdf(age)
+    alive = s_a > _TINY
+    base = f_a @ coef.sum(axis=0)
+    num = np.empty(len(age))
+    step = max(1, block // (len(edges) * max(cv.n_dest, 1)))
+    for lo in range(0, len(age), step):
+        x = age[lo : lo + step, None] + edges[None, 1:]
+        num[lo : lo + step] = cv.cdf_dot(x, coef, rows[lo : lo + step])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (num - base) / s_a
+    if not alive.all():
+        tail = (-np.expm1(-cv.tail_rate * edges[1:]))[:, None] * cv.tail_mix
+        out = np.where(alive, out, float(np.sum(tail * coef)))
+    return out
+
+
+def _wsum(index: np.ndarray, *, weights: np.ndarray, minlength: int) -> np.ndarray:
+    """``np.bincount`` with weights, always float (numpy gives int64 for empty input)."""
+    return np.bincount(index, weights=weights, minlength=minlength).astype(float, copy=False)
+
+
 def _cif(table: EventTable) -> np.ndarray:
     """Aalen–Johansen cumulative incidence of every cause at each row (no variance).
 
     The same estimate as :func:`funnelstats._estimators.aalen_johansen`
     (``F_k(t) = sum_{t_i <= t} S(t_{i-1}) d_ki / n_i``), vectorised over groups.
     """
-    n = table.at_risk
-    d = table.observed
+    return _aalen_johansen(
+        table.at_risk,
+        table.observed,
+        table.offsets,
+        lambda f: table.events * f[:, None],
+        table.n_causes,
+    )
+
+
+def _aalen_johansen(
+    n: np.ndarray,
+    d: np.ndarray,
+    offsets: np.ndarray,
+    increments: Callable[[np.ndarray], np.ndarray],
+    n_causes: int,
+) -> np.ndarray:
+    """:func:`_cif` from the at-risk numbers ``n``, the exits ``d`` and
+    ``increments(f)``, the exits of each cause times ``f`` per row (a new array)."""
     rows = len(n)
     if not rows:
-        return np.zeros((0, table.n_causes))
-    start = np.zeros(rows, dtype=bool)
-    start[table.offsets[:-1][table.offsets[:-1] < rows]] = True
-    gid = np.cumsum(start) - 1
-
-    def within(x: np.ndarray) -> np.ndarray:
-        c = np.cumsum(x, axis=0)
-        base = np.concatenate([np.zeros((1, *x.shape[1:])), c[:-1]])[start]
-        return c - base[gid]
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(n > 0, d / n, 0.0)
+        return np.zeros((0, n_causes))
+    ratio = np.divide(d, n, out=np.zeros(rows), where=n > 0)
     gone = ratio >= 1.0
-    log_f = np.zeros(rows)
-    log_f[~gone] = np.log1p(-ratio[~gone])
-    surv = np.where(within(gone.astype(float)) > 0, 0.0, np.exp(within(log_f)))
-    s_prev = np.where(start, 1.0, np.r_[1.0, surv[:-1]])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inc = np.where(n[:, None] > 0, s_prev[:, None] * table.events / n[:, None], 0.0)
-    return np.clip(within(inc), 0.0, 1.0)
+    log_f = np.log1p(-np.minimum(ratio, 1.0), out=np.zeros(rows), where=~gone)
+    factor = np.zeros(rows)  # S(t_{i-1}) / n_i
+    bounds = [(int(a), int(b)) for a, b in pairwise(offsets) if b > a]
+    for a, b in bounds:
+        surv = np.exp(np.cumsum(log_f[a:b]))
+        surv[np.cumsum(gone[a:b]) > 0] = 0.0
+        s_prev = np.r_[1.0, surv[:-1]]
+        np.divide(s_prev, n[a:b], out=factor[a:b], where=n[a:b] > 0)
+    inc = increments(factor)
+    for a, b in bounds:
+        np.cumsum(inc[a:b], axis=0, out=inc[a:b])
+    return np.clip(inc, 0.0, 1.0, out=inc)
 
 
 def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
-from ._forecast_history import NAT, history_state
+from ._forecast_history import NAT, HistoryState, history_state
 from ._forecast_model import SemiMarkovFunnel, deal_origin_ns
+from ._forecast_sim import SumDraws, bernoulli_sum, compound_poisson_sum
 from ._result import Result, get_ax
 from ._stays import NS_PER_DAY, group_codes, require_history
 from .data import FunnelData, to_timestamp
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 QUANTILES = (0.1, 0.5, 0.9)
+_ARRIVAL_WINDOW = "90D"
 
 
 def _days(horizon: Any, name: str = "horizon") -> float:
@@ -168,6 +170,18 @@ def weighted_pipeline(
     """
     require_history(data, "weighted_pipeline")
     cut, ts = _cut(data, as_of)
+    h_days = None if horizon is None else _days(horizon)
+    return _weighted_cut(cut, ts, None, h_days, probabilities)
+
+
+def _weighted_cut(
+    cut: FunnelData,
+    ts: pd.Timestamp,
+    snap: pd.DataFrame | None,
+    h_days: float | None,
+    probabilities: str | Mapping[str, float],
+) -> WeightedPipeline:
+    """:func:`weighted_pipeline` of data already cut at ``ts`` (``snap``: its open deals)."""
     stages = cut.pipeline.stages
     crm = dict(cut.pipeline.probabilities)
     if isinstance(probabilities, Mapping):
@@ -192,11 +206,12 @@ def weighted_pipeline(
         raise ValueError(
             f"probabilities must be 'auto', 'crm', 'empirical' or a mapping, got {probabilities!r}"
         )
-    snap = _open_table(cut, ts)
+    if snap is None:
+        snap = _open_table(cut, ts)
     p = snap[C.STAGE].astype(str).map(probs).to_numpy(dtype=float)
     in_h = np.ones(len(snap), dtype=bool)
-    if horizon is not None:
-        limit = ts + pd.Timedelta(days=_days(horizon))
+    if h_days is not None:
+        limit = ts + pd.Timedelta(days=h_days)
         cd = snap[C.CLOSE_DATE]
         in_h = (cd.isna() | (cd <= limit)).to_numpy()
     frame = pd.DataFrame(
@@ -253,7 +268,11 @@ def realised_bookings(data: FunnelData, start: Any, end: Any) -> pd.DataFrame:
     """
     t0 = to_timestamp(start, name="start").value
     t1 = to_timestamp(end, name="end").value
-    hs = history_state(data)
+    return _realised(data, history_state(data), t0, t1)
+
+
+def _realised(data: FunnelData, hs: HistoryState, t0: int, t1: int) -> pd.DataFrame:
+    """:func:`realised_bookings` between ``t0`` and ``t1`` (ns) from the data's history state."""
     prev_won = np.r_[False, hs.kind[:-1] == 1] & ~hs.first
     enter = (hs.kind == 1) & ~prev_won & (hs.at > t0) & (hs.at <= t1)
     idx = np.flatnonzero(enter)
@@ -332,7 +351,7 @@ def forecast_bookings(
     amount_bands: int = 5,
     age_classes: int = 1,
     n_boot: int = 20,
-    arrival_window: Any = "90D",
+    arrival_window: Any = _ARRIVAL_WINDOW,
 ) -> BookingsForecast:
     """Forecast bookings in ``(as_of, as_of + horizon]`` from the stage history.
 
@@ -432,6 +451,39 @@ def forecast_bookings(
     if n_boot < 0 or n_boot == 1:
         raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
     cut, ts = _cut(data, as_of)
+    return _forecast_cut(
+        cut,
+        ts,
+        None,
+        h_days=h_days,
+        w_days=w_days,
+        n_sims=n_sims,
+        seed=seed,
+        include_new=include_new,
+        by=by,
+        amount_bands=amount_bands,
+        age_classes=age_classes,
+        n_boot=n_boot,
+    )
+
+
+def _forecast_cut(
+    cut: FunnelData,
+    ts: pd.Timestamp,
+    snap: pd.DataFrame | None,
+    *,
+    h_days: float,
+    w_days: float,
+    n_sims: int,
+    seed: int | None,
+    include_new: bool,
+    by: str | None,
+    amount_bands: int,
+    age_classes: int,
+    n_boot: int,
+) -> BookingsForecast:
+    """:func:`forecast_bookings` of data already cut at ``ts`` (``snap``: its open deals,
+    :func:`funnelstats.snapshot._open_table`, when already made)."""
     rng = np.random.default_rng(seed)
     gcode, labels = _strata(cut, by, amount_bands)
     n_groups = len(labels)
@@ -441,40 +493,57 @@ def forecast_bookings(
     value_w = np.maximum(value_w, 0.0)
     model = SemiMarkovFunnel(age_classes=age_classes).fit(cut, groups=gcode, n_groups=n_groups)
     value_model = model.reweighted(value_w)
-    snap = _open_table(cut, ts)
-    deal_row = pd.Index(cut.deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
+    if snap is None:
+        snap = _open_table(cut, ts)
+    deal_row = _open_rows(cut, snap)
     g_open = gcode[deal_row]
     stage = snap[C.STAGE].cat.codes.to_numpy().astype(np.int64)
     age = snap["age_in_stage_days"].to_numpy(dtype=float)
     origin = deal_origin_ns(cut)[deal_row]
     entered = snap["entered_stage_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
     entry_age = np.where(origin == NAT, 0.0, (entered - origin) / NS_PER_DAY)
-    state = {"stage": stage, "age_days": age, "entry_age_days": entry_age, "group": g_open}
+    # the cache: where the open deals fall on the curves, shared by the model's refits
+    state = {
+        "stage": stage,
+        "age_days": age,
+        "entry_age_days": entry_age,
+        "group": g_open,
+        "cache": {},
+    }
     p, p_ever = model.p_won(**state, horizon_days=h_days)
     p_value, _ = value_model.p_won(**state, horizon_days=h_days, eventually=False)
     amount = snap[C.AMOUNT].to_numpy(dtype=float)
     amt0 = np.nan_to_num(amount)
 
-    # the bootstrap of the fit: Poisson(1) weights per deal, the value model refitted
-    boot_w = rng.poisson(1.0, size=(n_boot, cut.n_deals)).astype(float) if n_boot else None
-    boot_models = [value_model]
-    if boot_w is not None:
-        boot_models = [model.reweighted(value_w * w) for w in boot_w]
-    p_boot = np.vstack(
-        [p_value]
-        if boot_w is None
-        else [m.p_won(**state, horizon_days=h_days, eventually=False)[0] for m in boot_models]
-    )
-    open_sims = _bernoulli_sum(amt0, p_boot, n_sims, rng)
-    notes = []
-    new = _NewDeals(0.0, 0.0, 0.0, np.zeros(n_sims))
+    notes: list[str] = []
+    new = _NewDeals.empty()
     if include_new:
-        new, new_notes = _new_deals(
-            cut, ts, model, value_model, boot_models, boot_w, gcode, n_groups, h_days, w_days,
-            n_sims, rng,
-        )
+        new, new_notes = _new_deals(cut, ts, model, value_model, gcode, n_groups, h_days, w_days)
         notes += new_notes
-    total = open_sims + new.simulations
+
+    # the bootstrap of the fit: Poisson(1) weights per deal, the value model refitted. One
+    # refit at a time: only what the simulation needs is kept (the open deals' probabilities,
+    # the new deals' rates).
+    p_boot = p_value[None, :]
+    lam = new.rates(value_model, np.ones(cut.n_deals))[None, :]
+    if n_boot:
+        p_boot = np.empty((n_boot, len(p_value)))
+        lam = np.empty((n_boot, lam.shape[1]))
+        for b in range(n_boot):
+            w = rng.poisson(1.0, size=cut.n_deals).astype(float)
+            m = model.reweighted(value_w * w)
+            p_boot[b] = m.p_won(**state, horizon_days=h_days, eventually=False)[0]
+            lam[b] = new.rates(m, w)
+            del m
+    open_draws = bernoulli_sum(amt0, p_boot, n_sims, rng)
+    open_sims = open_draws.simulations
+    notes += _approximation_notes("open pipeline", "open deals", open_draws)
+    new_sims = np.zeros(n_sims)
+    if include_new:
+        new_draws = compound_poisson_sum(new.amounts, lam, n_sims, rng)
+        new_sims = new_draws.simulations
+        notes += _approximation_notes("new deals", "recent deals' amounts", new_draws)
+    total = open_sims + new_sims
     open_expected = float(np.sum(amt0 * p_value))
 
     def row(name: str, n: float, wins: float, exp: float, sims: np.ndarray) -> dict:
@@ -492,7 +561,7 @@ def forecast_bookings(
     frame = pd.DataFrame(
         [
             row("open_pipeline", len(snap), float(p.sum()), open_expected, open_sims),
-            row("new_deals", new.n_deals, new.wins, new.expected, new.simulations),
+            row("new_deals", new.n_deals, new.wins, new.expected, new_sims),
             row(
                 "total",
                 len(snap) + new.n_deals,
@@ -546,11 +615,21 @@ def forecast_bookings(
         deals=deals,
         simulations=total,
         open_simulations=open_sims,
-        new_simulations=new.simulations,
+        new_simulations=new_sims,
         as_of=ts,
         horizon_days=h_days,
         notes=tuple(notes),
     )
+
+
+def _open_rows(cut: FunnelData, snap: pd.DataFrame) -> np.ndarray:
+    """Row of ``cut.deals`` of each deal in the open table (which lists them in that order)."""
+    deals = cut.deals
+    rows = np.flatnonzero((deals[C.OUTCOME] == C.OPEN).to_numpy())
+    ids = snap[C.DEAL_ID].to_numpy(dtype=object)
+    if len(rows) == len(ids) and np.array_equal(deals[C.DEAL_ID].to_numpy(dtype=object)[rows], ids):
+        return rows
+    return pd.Index(deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
 
 
 def _strata(cut: FunnelData, by: str | None, amount_bands: int) -> tuple[np.ndarray, list[str]]:
@@ -572,31 +651,71 @@ def _strata(cut: FunnelData, by: str | None, amount_bands: int) -> tuple[np.ndar
     return code.astype(np.int64), out
 
 
-def _bernoulli_sum(
-    amount: np.ndarray, p: np.ndarray, n_sims: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Draws of sum_i amount_i * Bernoulli(p_i), in blocks of deals.
-
-    ``p`` is ``(B, n)``: simulation ``k`` uses row ``k mod B`` (bootstrap refits).
-    """
-    p = np.atleast_2d(p)
-    out = np.zeros(n_sims)
-    which = np.arange(n_sims) % len(p)
-    live = np.flatnonzero((p.max(axis=0) > 0) & (amount != 0))
-    block = max(1, 4_000_000 // n_sims)
-    for lo in range(0, len(live), block):
-        part = live[lo : lo + block]
-        hits = rng.random((len(part), n_sims)) < p[:, part][which].T
-        out += amount[part] @ hits
-    return out
+def _approximation_notes(part: str, what: str, draws: SumDraws) -> list[str]:
+    if not draws.approximated:
+        return []
+    return [
+        f"{part}: the {draws.n_exact:,} {what} that shape the range are simulated one by one; "
+        f"the sum of the other {draws.approximated:,} (each too small to matter alone) is drawn "
+        "from a translated gamma distribution with its exact mean, variance and skewness"
+    ]
 
 
 @dataclass(frozen=True)
 class _NewDeals:
+    """Deals created after the cut-off: expected counts and the terms of their simulation.
+
+    Winners arrive as a thinned Poisson process: in group ``g`` with arrival rate ``r``
+    and ``q(u)`` the chance of being won within ``u`` days of creation, their number is
+    Poisson with mean ``r * integral_0^H q(u) du`` (trapezoid on the model's grid: exact
+    for the linear interpolation of ``q``), each with an amount drawn from the group's
+    recent deals. Recent deal ``j`` is therefore drawn ``Poisson(lambda_j)`` times, with
+    ``lambda_j`` that mean times its share of the recent deals with an amount
+    (:meth:`rates`).
+    """
+
     n_deals: float
     wins: float
     expected: float
-    simulations: np.ndarray
+    amounts: np.ndarray
+    groups: tuple[tuple[int, np.ndarray, np.ndarray, np.ndarray], ...] = ()
+    span: float = 1.0
+    h_days: float = 0.0
+
+    @staticmethod
+    def empty() -> _NewDeals:
+        return _NewDeals(0.0, 0.0, 0.0, np.zeros(0))
+
+    def rates(self, model: SemiMarkovFunnel, weights: np.ndarray) -> np.ndarray:
+        """``lambda_j`` of every term (recent deal with an amount) under ``model``, with the
+        deals weighted by ``weights`` (bootstrap counts: the rate, the first-stage mix and
+        the amounts' distribution of a replicate)."""
+        out = np.zeros(len(self.amounts))
+        if not self.groups:
+            return out
+        k_steps, h = model.grid(self.h_days)
+        grid_t = np.arange(k_steps + 1) * h
+        lo = 0
+        for g, sel, dest, has_amt in self.groups:
+            n_terms = int(has_amt.sum())
+            w = weights[sel]
+            q = _new_deal_curve(model, g, self.h_days, dest, w)
+            winners = w.sum() / self.span * float(np.trapezoid(q, grid_t))
+            wa = w[has_amt]
+            if wa.sum() > 0:
+                out[lo : lo + n_terms] = winners * wa / wa.sum()
+            lo += n_terms
+        return out
+
+
+def _new_deal_curve(
+    model: SemiMarkovFunnel, g: int, h_days: float, dest: np.ndarray, w: np.ndarray
+) -> np.ndarray:
+    """``q[k]``: P(won within ``k h`` days of creation) for a new deal of group ``g``, its
+    first stage drawn from ``dest`` weighted by ``w`` (entering at deal age 0)."""
+    n_dest = model.n_open_ + 2
+    mix = np.bincount(dest, weights=w, minlength=n_dest) / max(float(w.sum()), 1e-300)
+    return model.win_within(h_days, g)[:, 0, :] @ mix
 
 
 def _new_deals(
@@ -604,32 +723,20 @@ def _new_deals(
     ts: pd.Timestamp,
     model: SemiMarkovFunnel,
     value_model: SemiMarkovFunnel,
-    boot_models: list[SemiMarkovFunnel],
-    boot_w: np.ndarray | None,
     gcode: np.ndarray,
     n_groups: int,
     h_days: float,
     w_days: float,
-    n_sims: int,
-    rng: np.random.Generator,
 ) -> tuple[_NewDeals, list[str]]:
-    """Bookings from deals created after the cut-off (compound Poisson).
-
-    Expected values come from the full fit; the simulations draw, per
-    bootstrap replicate (simulation ``k`` uses replicate ``k mod B``), the
-    arrival rate, the amounts and the win curve of that replicate.
-    """
+    """Deals created after the cut-off (compound Poisson): expected values from the full fit
+    and the recent deals that set each group's rate, first-stage mix and amounts."""
     deals = cut.deals
     created = deals[C.CREATED_AT].to_numpy(dtype="datetime64[ns]").view(np.int64)
     first_created = created.min() if len(created) else ts.value
     span = min(w_days, (ts.value - first_created) / NS_PER_DAY)
     notes = []
-    sims = np.zeros(n_sims)
-    expected = wins = count = 0.0
     if span <= 0:
-        return _NewDeals(0.0, 0.0, 0.0, sims), [
-            "no history before the cut-off to set the arrival rate"
-        ]
+        return _NewDeals.empty(), ["no history before the cut-off to set the arrival rate"]
     if span < w_days:
         notes.append(f"arrival rate from the {span:.0f} days of history available")
     recent = created > ts.value - span * NS_PER_DAY
@@ -643,11 +750,12 @@ def _new_deals(
     k_steps, h = model.grid(h_days)
     grid_t = np.arange(k_steps + 1) * h
     amounts_all = deals[C.AMOUNT].to_numpy(dtype=float)
-    n_rep = len(boot_models)
-    which = np.arange(n_sims) % n_rep
+    expected = wins = count = 0.0
+    groups = []
+    amounts = []
     for g in range(n_groups):
-        sel = recent & (gcode == g) & (first_stage >= 0)
-        n_recent = int(sel.sum())
+        sel = np.flatnonzero(recent & (gcode == g) & (first_stage >= 0))
+        n_recent = len(sel)
         if n_recent == 0:
             continue
         fs_ = first_stage[sel]
@@ -658,46 +766,27 @@ def _new_deals(
         if not has_amt.any():
             notes.append(f"group {g}: no amounts among recent deals; new deals left out")
             continue
-
-        def curve(m: SemiMarkovFunnel, w: np.ndarray, g: int = g, dest: np.ndarray = dest):
-            # q[k]: P(won within k h days of creation), new deals entering at age 0
-            mix = np.bincount(dest, weights=w, minlength=n_open + 2) / max(w.sum(), 1e-300)
-            return m.win_within(h_days, g)[:, 0, :] @ mix
-
         ones = np.ones(n_recent)
         rate = n_recent / span
         mean_amt = float(amts[has_amt].mean())
         # expected: rate * integral_0^H q(H - t) dt (trapezoid on the grid); amounts by the
         # value-weighted curve, counts by the plain one
-        wins_g = rate * float(np.trapezoid(curve(model, ones), grid_t))
-        expected += rate * mean_amt * float(np.trapezoid(curve(value_model, ones), grid_t))
-        wins += wins_g
+        wins += rate * float(np.trapezoid(_new_deal_curve(model, g, h_days, dest, ones), grid_t))
+        q_value = _new_deal_curve(value_model, g, h_days, dest, ones)
+        expected += rate * mean_amt * float(np.trapezoid(q_value, grid_t))
         count += rate * h_days
-        # per replicate: rate, first-stage mix, amounts (by the deal weights) and curve
-        wr = np.ones((1, n_recent)) if boot_w is None else boot_w[:, sel]
-        q = np.vstack([curve(m, w) for m, w in zip(boot_models, wr)])
-        rates = wr.sum(axis=1) / span
-        cum = np.cumsum(wr * has_amt, axis=1)
-        n_arr = rng.poisson(rates[which] * h_days)
-        m_tot = int(n_arr.sum())
-        if not m_tot:
-            continue
-        sim_idx = np.repeat(np.arange(n_sims), n_arr)
-        rep = which[sim_idx]
-        left = h_days - rng.uniform(0.0, h_days, size=m_tot)
-        pos = left / h
-        i0 = np.minimum(pos.astype(np.int64), k_steps - 1)
-        frac = pos - i0
-        qq = q[rep, i0] * (1.0 - frac) + q[rep, i0 + 1] * frac
-        won = rng.random(m_tot) < qq
-        pick = cum[rep, -1] * rng.random(m_tot)
-        j = np.empty(m_tot, dtype=np.int64)
-        for r in np.unique(rep):
-            at = rep == r
-            j[at] = np.searchsorted(cum[r], pick[at], side="right")
-        amt = amts[np.minimum(j, n_recent - 1)]
-        sims += np.bincount(sim_idx[won], weights=amt[won], minlength=n_sims)
-    return _NewDeals(count, wins, expected, sims), notes
+        groups.append((g, sel, dest, has_amt))
+        amounts.append(amts[has_amt])
+    new = _NewDeals(
+        n_deals=count,
+        wins=wins,
+        expected=expected,
+        amounts=np.concatenate(amounts) if amounts else np.zeros(0),
+        groups=tuple(groups),
+        span=span,
+        h_days=h_days,
+    )
+    return new, notes
 
 
 # ---------------------------------------------------------------------------
@@ -823,13 +912,23 @@ def backtest(
             )
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if n_sims < 1:
+        raise ValueError("n_sims must be at least 1")
+    if n_boot < 0 or n_boot == 1:
+        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
     rows = []
     quant = {q: [] for q in QUANTILES}
+    hs = history_state(data)
     for i, c in enumerate(tqdm(cuts, disable=not progress, desc="backtest", unit="cut-off")):
-        fc = forecast_bookings(
-            data,
-            as_of=c,
-            horizon=pd.Timedelta(days=h_days),
+        # one cut and one table of its open deals for the forecast and the baseline
+        cut = data.as_of(c)
+        snap = _open_table(cut, c)
+        fc = _forecast_cut(
+            cut,
+            c,
+            snap,
+            h_days=h_days,
+            w_days=_days(_ARRIVAL_WINDOW),
             n_sims=n_sims,
             seed=None if seed is None else seed + i,
             include_new=include_new,
@@ -838,10 +937,8 @@ def backtest(
             age_classes=age_classes,
             n_boot=n_boot,
         )
-        wp = weighted_pipeline(
-            data, c, horizon=pd.Timedelta(days=h_days), probabilities=probabilities
-        )
-        won = realised_bookings(data, c, c + pd.Timedelta(days=h_days))
+        wp = _weighted_cut(cut, c, snap, h_days, probabilities)
+        won = _realised(data, hs, c.value, (c + pd.Timedelta(days=h_days)).value)
         actual = float(np.nansum(won[C.AMOUNT].to_numpy()))
         t = fc.frame.set_index("component").loc["total"]
         rows.append(

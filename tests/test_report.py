@@ -170,6 +170,33 @@ def test_backtest_cutoffs_leave_a_full_horizon(rep):
     assert table.title == "Backtest at 6 past month ends"
 
 
+def test_large_data_get_a_lighter_backtest_that_the_report_states(sample, monkeypatch):
+    """Past the size threshold the backtest replays fewer month ends with fewer simulations
+    and refits, and the section says so; the headline forecast keeps its settings."""
+    from funnelstats.report import _sections_forecast as sf
+    from funnelstats.report import build_sections
+    from funnelstats.report._sections import Context
+
+    calls = []
+    real = fs.backtest
+
+    def spy(data, **kw):
+        calls.append(kw)
+        return real(data, **kw)
+
+    monkeypatch.setattr(sf, "LARGE_DATA_DEALS", 1_000)
+    monkeypatch.setattr(fs.forecast, "backtest", spy)
+    ctx = Context(data=sample, as_of=sample.exported_at, by=None, seed=0, horizon="90D")
+    (section,), _ = build_sections(ctx, only=["bookings forecast"])
+    (kw,) = calls
+    assert (len(kw["cutoffs"]), kw["n_sims"], kw["n_boot"]) == sf.LARGE_BACKTEST
+    assert section.tables[0].title == "Backtest at 3 past month ends"
+    (note,) = [n for n in section.notes if "backtest is lighter" in n]
+    assert "3,000 deals" in note and "3 past month ends (not 6)" in note
+    assert len(ctx.bookings.simulations) == 10_000  # the headline forecast: full settings
+    assert any("20 bootstrap refits" in n for n in ctx.bookings.notes)
+
+
 def test_deal_level_export_leaves_out_what_needs_history():
     maven = fs.load_maven_crm()
     rep = fs.make_report(maven)

@@ -48,8 +48,8 @@ class Context:
     horizon : str
         Forecast horizon (a pandas offset such as ``"90D"``).
     n_sims : int
-        Simulated totals of the bookings forecast (the backtest uses at most 2,000 per
-        cut-off).
+        Simulated totals of the bookings forecast (the backtest's own settings:
+        :func:`~funnelstats.report._sections_forecast.backtest_settings`).
     """
 
     data: FunnelData
@@ -107,6 +107,12 @@ class Context:
         from ..survival import cycle_time
 
         return cycle_time(self.data)
+
+    @cached_property
+    def velocity(self) -> Any:
+        from ..forecast import velocity
+
+        return velocity(self.data, freq="M")
 
     @cached_property
     def snapshot(self) -> Any:

@@ -3,6 +3,7 @@ forecast and its backtest, the pipeline flow, the win-rate trend and sales veloc
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +21,43 @@ __all__ = ["bookings_forecast", "pipeline_flow", "velocity_trend", "win_rate_tre
 
 #: Past cut-offs the forecast is replayed at (month ends), at most.
 N_CUTOFFS = 6
+#: Simulations and bootstrap refits of the forecast at each past cut-off.
+BACKTEST_SIMS = 2_000
+BACKTEST_BOOT = 20
+#: From this many deals on, the backtest is lighter (:data:`LARGE_BACKTEST`): each
+#: past forecast costs about as much as the headline one, which grows with the deals.
+LARGE_DATA_DEALS = 250_000
+#: The lighter backtest: cut-offs, simulations and bootstrap refits per cut-off.
+LARGE_BACKTEST = (3, 1_000, 10)
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    """How the report replays the forecast at past month ends."""
+
+    n_cutoffs: int
+    n_sims: int
+    n_boot: int
+    lighter: bool
+
+    def note(self, n_deals: int) -> str:
+        """What the reader is told when the settings are lighter than the usual ones."""
+        return (
+            f"With {fmt_count(n_deals)} deals the backtest is lighter, to keep the report "
+            f"quick: {self.n_cutoffs} past month ends (not {N_CUTOFFS}), each forecast with "
+            f"{self.n_sims:,} simulations and {self.n_boot} bootstrap refits (not "
+            f"{BACKTEST_SIMS:,} and {BACKTEST_BOOT}); the forecast above uses the full "
+            "settings. funnelstats.backtest runs the backtest with any settings."
+        )
+
+
+def backtest_settings(ctx: Context) -> BacktestSettings:
+    """The usual settings, or the lighter ones from :data:`LARGE_DATA_DEALS` deals on
+    (never more simulations than the report's ``n_sims``)."""
+    if ctx.data.n_deals >= LARGE_DATA_DEALS:
+        n_cut, n_sims, n_boot = LARGE_BACKTEST
+        return BacktestSettings(n_cut, min(n_sims, ctx.n_sims), n_boot, lighter=True)
+    return BacktestSettings(N_CUTOFFS, min(BACKTEST_SIMS, ctx.n_sims), BACKTEST_BOOT, False)
 
 
 def _horizon_text(ctx: Context) -> str:
@@ -28,14 +66,16 @@ def _horizon_text(ctx: Context) -> str:
 
 def backtest_cutoffs(ctx: Context) -> list[pd.Timestamp]:
     """Month ends whose horizon has fully passed by the as-of date, latest first, with at
-    least one horizon of history before them."""
+    least one horizon of history before them (as many as :func:`backtest_settings` says)."""
     last = ctx.as_of - pd.Timedelta(days=ctx.horizon_days)
     created = ctx.data.deals[C.CREATED_AT].dropna()
     if not len(created):
         return []
     earliest = created.min() + pd.Timedelta(days=ctx.horizon_days)
     ends = pd.date_range(
-        end=last.tz_convert("UTC").tz_localize(None), periods=N_CUTOFFS, freq="ME"
+        end=last.tz_convert("UTC").tz_localize(None),
+        periods=backtest_settings(ctx).n_cutoffs,
+        freq="ME",
     ).tz_localize("UTC")
     return [c for c in ends if earliest <= c <= last]
 
@@ -92,17 +132,22 @@ def bookings_forecast(ctx: Context) -> Section:
         "comes from simulating which deals close."
     ]
     cutoffs = backtest_cutoffs(ctx)
+    settings = backtest_settings(ctx)
     bt = None
     tables = []
+    extra_notes: tuple[str, ...] = ()
     if len(cutoffs) >= 2:
         bt = backtest(
             ctx.data,
             cutoffs=cutoffs,
             horizon=ctx.horizon,
-            n_sims=min(2_000, ctx.n_sims),
+            n_sims=settings.n_sims,
+            n_boot=settings.n_boot,
             seed=ctx.seed,
             progress=False,
         )
+        if settings.lighter:
+            extra_notes = (settings.note(ctx.data.n_deals),)
         m = bt.metrics.set_index("method")
         ours, crm = m.loc["funnelstats"], m.loc["weighted_pipeline"]
         covered = int(bt.frame["covered"].sum())
@@ -184,7 +229,9 @@ def bookings_forecast(ctx: Context) -> Section:
             "bookings actually won (black)."
         ),
         tables=tuple(tables),
-        notes=tuple(dict.fromkeys((*fc.notes, *wp.notes, *(bt.notes if bt else ())))),
+        notes=tuple(
+            dict.fromkeys((*fc.notes, *wp.notes, *(bt.notes if bt else ()), *extra_notes))
+        ),
     )
 
 
@@ -351,10 +398,10 @@ def _draw_flow(fig: FigureBase, fl: Any, labels: dict[str, str]) -> None:
 
 def win_rate_trend(ctx: Context) -> Section:
     """Cohort win rates and their forecast (:func:`funnelstats.forecast_win_rate`)."""
-    from ..forecast import forecast_win_rate, velocity
+    from ..forecast import forecast_win_rate
 
     fc = forecast_win_rate(ctx.data, freq="M", periods=3, alpha=0.2)
-    v = velocity(ctx.data, freq="M")
+    v = ctx.velocity
     f = fc.frame
     obs = f[f["kind"] == "observed"]
     fut = f[f["kind"] == "forecast"]
@@ -445,9 +492,7 @@ def _draw_series(fig: FigureBase, fc: Any, *, pct: bool) -> None:
 
 def velocity_trend(ctx: Context) -> Section:
     """Sales velocity per creation month and its parts (:func:`funnelstats.velocity`)."""
-    from ..forecast import velocity
-
-    v = velocity(ctx.data, freq="M")
+    v = ctx.velocity
     f = v.frame
     mature = f[f["mature"] & np.isfinite(f["velocity"])]
     if not len(mature):
