@@ -29,13 +29,37 @@ def _pick(
         if want is None or col not in out.columns:
             continue
         names = [want] if isinstance(want, str) else list(want)
-        unknown = [n for n in names if n not in set(out[col].astype(str))]
+        # compare names with the distinct values only (a curve frame can hold millions of rows)
+        present = {str(v): v for v in out[col].unique()}
+        unknown = [n for n in names if n not in present]
         if unknown:
             raise ValueError(
                 f"{col} {unknown} not in the result; {col}s: {list(out[col].cat.categories)}"
             )
-        out = out[out[col].astype(str).isin(names)]
+        out = out[out[col].isin([present[n] for n in names])]
     return out
+
+
+#: Plotted curves keep at most about twice this many points (see :func:`_thin`).
+PLOT_BINS = 2_000
+
+
+def _thin(t: np.ndarray, hi: float, bins: int = PLOT_BINS) -> np.ndarray | slice:
+    """Rows of a step curve (times ``t``, increasing) worth drawing on an axis to ``hi``.
+
+    The visible range is cut into ``bins`` slices (far finer than a pixel at report size);
+    in each, the first and last rows are kept. A monotone curve's steps between them move
+    less than a slice sideways and stay between their values, so the drawing is the same to
+    the eye; a curve with few rows is drawn whole. A million-deal export gives curves of
+    millions of rows, which would otherwise cost tens of seconds to draw and save.
+    """
+    n = len(t)
+    if n <= 2 * bins or not np.isfinite(hi) or hi <= 0:
+        return slice(None)
+    b = np.minimum(np.floor(np.maximum(t, 0.0) * (bins / hi)), bins).astype(np.int64)
+    keep = np.ones(n, dtype=bool)
+    keep[1:-1] = (b[1:-1] != b[:-2]) | (b[1:-1] != b[2:])
+    return np.flatnonzero(keep)
 
 
 def _series(frame: pd.DataFrame, by: str | None) -> list[tuple[str, pd.DataFrame]]:
@@ -135,6 +159,8 @@ def plot_survival(
             t, s, lo, up = np.r_[t, end], np.r_[s, s[-1]], np.r_[lo, lo[-1]], np.r_[up, up[-1]]
         if t[0] > 0 or s[0] < 1:
             t, s, lo, up = np.r_[0.0, t], np.r_[1.0, s], np.r_[1.0, lo], np.r_[1.0, up]
+        keep = _thin(t, hi)
+        t, s, lo, up = t[keep], s[keep], lo[keep], up[keep]
         (line,) = ax.step(t, s, where="post", label=label, **kwargs)
         if ci:
             ax.fill_between(t, lo, up, step="post", alpha=0.2, color=line.get_color(), lw=0)
@@ -289,6 +315,8 @@ def plot_stage_outcomes(
         if t[0] > 0:
             t = np.r_[0.0, t]
             vals = np.vstack([np.r_[np.zeros(len(names) - 1), 1.0], vals])
+        keep = _thin(t, hi)
+        t, vals = t[keep], vals[keep]
         top = np.cumsum(vals, axis=1)
         bottom = np.c_[np.zeros(len(t)), top[:, :-1]]
         colors = kwargs.pop("colors", None) or _stack_colors(len(names))
@@ -314,7 +342,8 @@ def plot_stage_outcomes(
         bad = [o for o in want if o not in names]
         if bad:
             raise ValueError(f"outcomes {bad} not in {names}")
-        curves = curves[curves["outcome"].astype(str).isin(want)]
+        present = {str(v): v for v in curves["outcome"].unique()}
+        curves = curves[curves["outcome"].isin([present[o] for o in want if o in present])]
         ids = [c for c in ("stage", "group", "outcome") if c in curves.columns]
         for key, rows in curves.groupby(ids, observed=True, sort=True):
             key = key if isinstance(key, tuple) else (key,)
@@ -328,6 +357,8 @@ def plot_stage_outcomes(
             end = fit.last_time()[_key_of(fit, rows.iloc[0])]
             if end > t[-1]:
                 t, p, lo, up = np.r_[t, end], np.r_[p, p[-1]], np.r_[lo, lo[-1]], np.r_[up, up[-1]]
+            keep = _thin(t, hi)
+            t, p, lo, up = t[keep], p[keep], lo[keep], up[keep]
             (line,) = ax.step(t, p, where="post", label=" · ".join(parts) or str(key[-1]), **kwargs)
             if ci:
                 ax.fill_between(t, lo, up, step="post", alpha=0.2, color=line.get_color(), lw=0)

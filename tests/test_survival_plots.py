@@ -86,3 +86,48 @@ def test_hazard_ratio_forest(sample, ax):
     x = bars.lines[0].get_xdata()
     np.testing.assert_allclose(x, r.frame["hazard_ratio"])
     assert ax.get_xscale() == "log"
+
+
+def test_thinned_step_curve_draws_the_same_to_within_a_slice():
+    """A long monotone step curve is drawn from a few thousand rows, and the thinned steps
+    never leave the band the full curve spans within one slice of the axis."""
+    from funnelstats._survival_plots import PLOT_BINS, _thin
+
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.exponential(20.0, 200_000))
+    s = 1.0 - np.arange(1, len(t) + 1) / len(t)  # a survival curve falling at every time
+    hi = 120.0
+    keep = _thin(t, hi)
+    assert len(t[keep]) <= 2 * PLOT_BINS + 2
+    assert t[keep][0] == t[0] and t[keep][-1] == t[-1]
+    x = np.linspace(0.0, hi, 50_001)
+    thin = np.searchsorted(t[keep], x, side="right") - 1
+    width = hi / PLOT_BINS
+    lo = np.searchsorted(t, x - width, side="right") - 1
+    up = np.searchsorted(t, x + width, side="right") - 1
+    value = np.where(thin >= 0, s[keep][np.maximum(thin, 0)], 1.0)
+    band_hi = np.where(lo >= 0, s[np.maximum(lo, 0)], 1.0)
+    band_lo = np.where(up >= 0, s[np.maximum(up, 0)], 1.0)
+    assert np.all((value <= band_hi) & (value >= band_lo))
+    # a short curve is drawn whole
+    assert _thin(t[:100], hi) == slice(None)
+
+
+def test_plot_of_a_long_curve_draws_few_points():
+    """Time in stage on a large export: the drawn line is thinned, its ends kept."""
+    import funnelstats as fs
+    from funnelstats._survival_plots import PLOT_BINS
+
+    big = fs.datasets.simulate(20_000, seed=5, layout="events").funnel()
+    res = fs.time_in_stage(big, stage="Prospecting")
+    n_rows = len(res.curves)
+    fig, ax = plt.subplots()
+    try:
+        fs.plot_survival(res, ax=ax, at_risk=False)
+        (line,) = ax.get_lines()
+        x, y = line.get_data()
+        assert n_rows > 2 * PLOT_BINS  # the case worth thinning
+        assert len(x) <= 2 * (2 * PLOT_BINS + 4)  # steps drawn as pairs of points at most
+        assert y[0] == 1.0 and y[-1] == pytest.approx(res.curves["survival"].iloc[-1])
+    finally:
+        plt.close(fig)
