@@ -229,9 +229,7 @@ def bookings_forecast(ctx: Context) -> Section:
             "bookings actually won (black)."
         ),
         tables=tuple(tables),
-        notes=tuple(
-            dict.fromkeys((*fc.notes, *wp.notes, *(bt.notes if bt else ()), *extra_notes))
-        ),
+        notes=tuple(dict.fromkeys((*fc.notes, *wp.notes, *(bt.notes if bt else ()), *extra_notes))),
     )
 
 
