@@ -164,7 +164,7 @@ def plot_survival(
         (line,) = ax.step(t, s, where="post", label=label, **kwargs)
         if ci:
             ax.fill_between(t, lo, up, step="post", alpha=0.2, color=line.get_color(), lw=0)
-    ax.set_xlim(0, hi)
+    ax.set_xlim(0, hi if hi > 0 else 1.0)  # all stays of length 0: a unit axis
     ax.set_ylim(0, 1.02)
     ax.set_xticks(ticks)
     ax.set_xlabel("days in stage")
@@ -365,7 +365,7 @@ def plot_stage_outcomes(
         ax.set_ylim(0, None)
         ax.set_ylabel("cumulative probability" if len(want) > 1 else f"share {want[0]} by day")
         ax.legend(frameon=False)
-    ax.set_xlim(0, hi)
+    ax.set_xlim(0, hi if hi > 0 else 1.0)  # all stays of length 0: a unit axis
     ax.set_xlabel(result.time_label)
     return ax
 

@@ -1205,7 +1205,12 @@ def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> Veloc
     require_history(data, "velocity")
     ct = cohort_table(data, freq=freq, alpha=alpha)
     f = ct.frame.copy()
-    f["velocity"] = f["open_deals"] * f["avg_won_amount"] * f["win_rate"] / f["cycle_days"]
+    cycle = f["cycle_days"].to_numpy(dtype=float)
+    instant = cycle <= 0  # won at creation: a rate per day is not defined
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f["velocity"] = np.where(
+            instant, np.nan, (f["open_deals"] * f["avg_won_amount"] * f["win_rate"]) / cycle
+        )
     mature = f["mature"].to_numpy() & np.isfinite(f["velocity"].to_numpy())
     x = np.arange(len(f), dtype=float)
     slope = float("nan")
@@ -1232,6 +1237,11 @@ def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> Veloc
         f"maturity horizon {ct.t_mature:.0f} days (90% of deals closed by then); "
         f"{int((~f['mature']).sum())} recent period(s) immature",
     )
+    if instant.any():
+        notes += (
+            f"{int(instant.sum())} period(s) whose won deals closed the moment they were created "
+            "(cycle 0 days): velocity not defined there (NaN)",
+        )
     return VelocityResult(
         frame=f[cols], t_mature=ct.t_mature, trend_per_period=float(slope), notes=notes
     )

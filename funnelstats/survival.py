@@ -36,7 +36,7 @@ from ._survival_fit import Fit, naive_medians, nice_times, select_stays, step_va
 from ._survival_logrank import logrank
 from ._survival_plots import plot_hazard_ratios, plot_stage_outcomes, plot_survival
 from .data import FunnelData
-from .errors import FunnelDataError
+from .errors import FunnelDataError, InsufficientHistoryError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -960,7 +960,18 @@ def stage_hazards(
     StageHazards
         ``.frame`` columns: ``term, covariate, level, reference``,
         ``hazard_ratio, ci_lower, ci_upper``, ``coef, se, z, p_value``.
-        ``.ph_test``: ``term, statistic, p_value, violated``.
+        ``.ph_test``: ``term, statistic, p_value, violated``. A term with no finite
+        estimate (it separates the stays) is NaN, and the notes say so.
+
+    Raises
+    ------
+    InsufficientHistoryError
+        No stay in ``stage`` has ended by advancing (nothing to estimate), or the data is
+        a deal-level export.
+    FunnelDataError
+        A covariate takes a single value among the stays (``.column`` names it), has too
+        many levels, or the model cannot be estimated (separation, collinearity: fewer
+        covariates or ``penalizer > 0`` help).
 
     Examples
     --------
@@ -975,6 +986,7 @@ def stage_hazards(
     [False, True, False]
     """
     from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
     from lifelines.statistics import proportional_hazard_test
 
     alpha = _check_alpha(alpha)
@@ -986,6 +998,11 @@ def stage_hazards(
         raise ValueError("covariates: give at least one deal attribute (or 'amount')")
     sel = select_stays(data, stage, None, repeats, "stage hazards")
     s = sel.stays
+    if not (s.outcome == ADVANCE).any():
+        raise InsufficientHistoryError(
+            f"no stay in stage {stage!r} has ended by advancing yet ({len(s.deal):,} stays), so "
+            "the hazard of advancing cannot be estimated"
+        )
     cols, terms, ok, notes = _design(data, s.deal, s.amount, covariates, dict(reference or {}))
     design = (
         pd.DataFrame(
@@ -997,35 +1014,55 @@ def stage_hazards(
     design["advanced"] = design["advanced"].astype(int)
     names = [t[0] for t in terms]
     const = [n for n in names if design[n].nunique() < 2]
+    const += [c for c in covariates if c != "amount" and not any(t[1] == c for t in terms)]
     if const:
-        raise ValueError(f"covariate term(s) {const} take a single value in stage {stage!r}")
+        raise FunnelDataError(
+            f"covariate term(s) {const} take a single value in stage {stage!r}", column=const[0]
+        )
     cph = CoxPHFitter(alpha=alpha, penalizer=penalizer)
-    cph.fit(design, duration_col="duration", event_col="advanced")
+    try:
+        cph.fit(design, duration_col="duration", event_col="advanced")
+    except ConvergenceError as exc:
+        raise FunnelDataError(
+            f"the Cox model of stage {stage!r} cannot be estimated on these stays "
+            f"({len(design):,} stays, {int(design['advanced'].sum()):,} advanced): the "
+            "covariates separate the stays or repeat each other; try fewer covariates or "
+            f"penalizer > 0 (lifelines: {str(exc).split('. ')[0]})"
+        ) from None
     sm = cph.summary
     ci = cph.confidence_intervals_
-    frame = pd.DataFrame(
-        {
-            "term": names,
-            "covariate": [t[1] for t in terms],
-            "level": [t[2] for t in terms],
-            "reference": [t[3] for t in terms],
-            "hazard_ratio": np.exp(sm.loc[names, "coef"].to_numpy()),
-            "ci_lower": np.exp(ci.loc[names].iloc[:, 0].to_numpy()),
-            "ci_upper": np.exp(ci.loc[names].iloc[:, 1].to_numpy()),
-            "coef": sm.loc[names, "coef"].to_numpy(),
-            "se": sm.loc[names, "se(coef)"].to_numpy(),
-            "z": sm.loc[names, "z"].to_numpy(),
-            "p_value": sm.loc[names, "p"].to_numpy(),
-        }
-    )
-    ph = proportional_hazard_test(cph, design, time_transform="rank").summary
-    ph_test = pd.DataFrame(
-        {
-            "term": names,
-            "statistic": ph.loc[names, "test_statistic"].to_numpy(),
-            "p_value": ph.loc[names, "p"].to_numpy(),
-        }
-    )
+    with np.errstate(over="ignore"):  # a separated term: exp(inf), made NaN below
+        frame = pd.DataFrame(
+            {
+                "term": names,
+                "covariate": [t[1] for t in terms],
+                "level": [t[2] for t in terms],
+                "reference": [t[3] for t in terms],
+                "hazard_ratio": np.exp(sm.loc[names, "coef"].to_numpy()),
+                "ci_lower": np.exp(ci.loc[names].iloc[:, 0].to_numpy()),
+                "ci_upper": np.exp(ci.loc[names].iloc[:, 1].to_numpy()),
+                "coef": sm.loc[names, "coef"].to_numpy(),
+                "se": sm.loc[names, "se(coef)"].to_numpy(),
+                "z": sm.loc[names, "z"].to_numpy(),
+                "p_value": sm.loc[names, "p"].to_numpy(),
+            }
+        )
+    est = ["hazard_ratio", "ci_lower", "ci_upper", "coef", "se", "z"]
+    unbounded = frame.loc[~np.isfinite(frame[est].to_numpy(dtype=float)).all(axis=1), "term"]
+    if len(unbounded):
+        frame[est] = frame[est].where(np.isfinite(frame[est].to_numpy(dtype=float)))
+        notes.append(
+            f"no finite estimate or interval for {unbounded.tolist()} (too few advances, or the "
+            "term separates the stays): shown as NaN"
+        )
+    try:
+        ph = proportional_hazard_test(cph, design, time_transform="rank").summary
+        ph_stat = ph.loc[names, "test_statistic"].to_numpy(dtype=float)
+        ph_p = ph.loc[names, "p"].to_numpy(dtype=float)
+    except ValueError:  # lifelines on degenerate residuals (very few advances)
+        ph_stat = ph_p = np.full(len(names), np.nan)
+        notes.append("the proportional-hazards check cannot be computed on these few stays")
+    ph_test = pd.DataFrame({"term": names, "statistic": ph_stat, "p_value": ph_p})
     ph_test["violated"] = ph_test["p_value"] < alpha
     refs = {t[1]: t[3] for t in terms if t[3] is not None}
     notes = [
@@ -1051,5 +1088,13 @@ def stage_hazards(
         stage=stage,
         n_stays=len(design),
         n_events=int(design["advanced"].sum()),
-        concordance=float(cph.concordance_index_),
+        concordance=_concordance(cph),
     )
+
+
+def _concordance(cph: Any) -> float:
+    """Harrell's C of the fitted model; NaN when no pair of stays can be compared."""
+    try:
+        return float(cph.concordance_index_)
+    except ZeroDivisionError:
+        return float("nan")

@@ -128,3 +128,26 @@ def test_velocity_parts_are_the_public_estimates(sim):
     z = (f["cycle_days"] - truth) / se
     assert (np.abs(z) < 4).all(), z
     assert abs(z.mean()) < 3 / np.sqrt(len(z))
+
+
+def test_velocity_is_undefined_where_won_deals_closed_at_creation():
+    """A cycle of 0 days gives no rate per day: NaN with a note, never infinity."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [
+            ("A", "S0", "2024-01-01"),
+            ("A", "Won", "2024-01-01"),
+            ("B", "S0", "2024-01-03"),
+            ("B", "Lost", "2024-01-04"),
+        ],
+        columns=["deal_id", "stage", "timestamp"],
+    )
+    frame["amount"] = "100"
+    pipe = fs.Pipeline(["S0"], won=["Won"], lost=["Lost"])
+    data = fs.read_events(frame, pipeline=pipe, exported_at="2024-12-31")
+    v = fs.velocity(data)
+    assert not np.isinf(v.frame["velocity"].to_numpy(dtype=float)).any()
+    zero = v.frame["cycle_days"].to_numpy(dtype=float) <= 0
+    assert zero.any() and v.frame.loc[zero, "velocity"].isna().all()
+    assert any("velocity not defined" in n for n in v.notes)

@@ -21,6 +21,8 @@ The profile in tests/conftest.py fixes the number of examples (CI time stays bou
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +36,7 @@ from _analyses import (
     ordered,
     run_all,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import funnelstats as fs
@@ -202,3 +204,52 @@ def test_smallest_exports(rows):
     check_all(data, results)
     if not len(results["time_in_stage"].frame):
         assert "nothing to estimate" in " ".join(results["time_in_stage"].notes)
+
+
+def _other_analyses(data: fs.FunnelData) -> dict[str, Any]:
+    """The analyses outside ``run_all``: each returns a result or raises a FunnelDataError
+    (a documented, specific error such as InsufficientHistoryError) naming what is missing."""
+    from funnelstats.errors import FunnelDataError
+
+    calls = {
+        "stage_hazards": lambda: fs.stage_hazards(
+            data, str(data.pipeline.stages[0]), covariates=["segment"]
+        ),
+        "velocity": lambda: fs.velocity(data),
+        "forecast_win_rate": lambda: fs.forecast_win_rate(data),
+        "forecast_velocity": lambda: fs.forecast_velocity(data),
+    }
+    cut = data.exported_at - pd.Timedelta(days=30)
+    if cut > data.history["at"].min():  # a cut-off with a full horizon after it
+        calls["backtest"] = lambda: fs.backtest(
+            data, cutoffs=[cut], horizon="30D", n_sims=20, n_boot=2
+        )
+    out: dict[str, Any] = {}
+    for name, call in calls.items():
+        try:
+            out[name] = call()
+        except FunnelDataError as exc:
+            assert str(exc), name  # the error says what is wrong
+            out[name] = exc
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(funnels())
+def test_other_analyses_return_or_say_what_is_missing(data):
+    for name, res in _other_analyses(data).items():
+        if isinstance(res, Exception):
+            continue
+        no_infinities(name, res.frame)
+
+
+@settings(max_examples=8, deadline=None)
+@given(funnels())
+def test_report_on_any_export(data):
+    """The scheduled job never crashes on valid input: every section is built or left out
+    with its reason, and the HTML renders."""
+    rep = fs.make_report(data, n_sims=50)
+    assert rep.titles[0] == "At a glance" and rep.titles[-1] == "Data quality"
+    for label in rep.left_out:
+        assert any(label in n for n in rep.sections[0].notes)
+    assert rep.html().count("<h2>") == len(rep.sections)

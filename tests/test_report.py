@@ -435,7 +435,17 @@ def _small_cases():
         }
     )
     all_open = one_won.iloc[[0, 2]]
+    born_closed = pd.DataFrame(
+        {
+            "deal_id": ["a", "b", "c", "d"],
+            "stage": ["Closed Won", "Closed Lost", "Closed Won", "Closed Lost"],
+            "entered_at": ["2024-01-05", "2024-01-06", "2024-02-01", "2024-03-01"],
+        }
+    )
     return {
+        "every deal created won or lost": fs.FunnelData.from_events(
+            born_closed, pipeline=pipe, exported_at="2024-03-31"
+        ),
         "one won, one open": fs.FunnelData.from_events(
             one_won, pipeline=pipe, exported_at="2024-02-01"
         ),
@@ -461,6 +471,9 @@ def test_small_and_odd_data_give_a_report(name):
     assert rep.pdf().startswith(b"%PDF")
     for label in rep.left_out:
         assert any(label in n for n in rep.sections[0].notes)
+    if name == "every deal created won or lost":  # nothing ever sat in an open stage
+        assert {"funnel and conversion", "stage outcomes", "time in stage"} <= set(rep.left_out)
+        assert any("created already won or lost" in n for n in rep.sections[0].notes)
 
 
 def test_funnel_section(rep, sample):

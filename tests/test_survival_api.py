@@ -199,3 +199,34 @@ def test_naive_median_is_the_plain_median_of_exits(sample):
                 m = (s.stage == sample.pipeline.code(stage)) & (seg == g) & (s.outcome == code)
                 row = r[(r["stage"] == stage) & (r["group"] == g) & (r["outcome"] == name)]
                 assert row["naive_median"].item() == np.median(days[m])
+
+
+def _tiny(rows):
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=["deal_id", "stage", "timestamp", "segment"])
+    return fs.read_events(frame, pipeline=fs.Pipeline(["S0", "S1"], won=["Won"], lost=["Lost"]))
+
+
+def test_stage_hazards_say_what_is_missing_on_degenerate_stays():
+    from funnelstats.errors import FunnelDataError, InsufficientHistoryError
+
+    never_advanced = _tiny(
+        [
+            ("A", "S0", "2024-01-01", "x"),
+            ("A", "Lost", "2024-01-05", "x"),
+            ("B", "S0", "2024-01-02", "y"),
+        ]
+    )
+    with pytest.raises(InsufficientHistoryError, match="no stay in stage 'S0' has ended by adv"):
+        fs.stage_hazards(never_advanced, "S0", covariates=["segment"])
+    one_level = _tiny(
+        [
+            ("A", "S0", "2024-01-01", "x"),
+            ("A", "S1", "2024-01-05", "x"),
+            ("B", "S0", "2024-01-02", "x"),
+        ]
+    )
+    with pytest.raises(FunnelDataError, match=r"\['segment'\] take a single value") as exc:
+        fs.stage_hazards(one_level, "S0", covariates=["segment"])
+    assert exc.value.column == "segment"

@@ -32,6 +32,13 @@ def funnel_conversion(ctx: Context) -> Section:
     cohort = conversion(ctx.data, cohort="Q", seed=ctx.seed)
     wr = ctx.win_rates.frame.set_index("stage")
     f = conv.frame
+    if not f["conversion"].notna().any():
+        from ..errors import InsufficientHistoryError
+
+        raise InsufficientHistoryError(
+            "no deal has been in an open stage yet: every deal in the export was created "
+            "already won or lost, so there is no stage conversion to show"
+        )
     stages = [str(s) for s in f["stage"]]
     top = wr.loc[stages[0]]
     worst = f.loc[f["conversion"].idxmin()]

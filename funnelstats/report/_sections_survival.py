@@ -38,6 +38,12 @@ def time_in_stage_section(ctx: Context) -> Section:
 
     tis = time_in_stage(ctx.data)
     f = tis.frame
+    if f.empty:
+        from ..errors import InsufficientHistoryError
+
+        raise InsufficientHistoryError(
+            "no deal has stayed in an open stage yet, so there is no time in stage to show"
+        )
     finite = f[np.isfinite(f["median"].to_numpy(dtype=float))]
     cyc = ctx.cycle
     won = cyc.frame.set_index("outcome").loc["won"]
@@ -188,6 +194,12 @@ def competing_outcomes(ctx: Context) -> Section:
         index="stage", columns="outcome", values="median", observed=True, dropna=False
     ).reindex(columns=names)
     stages = [s for s in ctx.data.pipeline.stages if s in wide.index]
+    if not stages:
+        from ..errors import InsufficientHistoryError
+
+        raise InsufficientHistoryError(
+            "no deal has stayed in an open stage yet, so no stay has an ending to show"
+        )
     leakiest = max(stages, key=lambda s: wide.loc[s, "lost"])
     lead = (
         f"{leakiest} loses the most deals: {fmt_pct(wide.loc[leakiest, 'lost'])} of stays "
