@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
+from ._currency import mixed_currency_note
 from ._forecast_history import NAT, HistoryState, history_state
 from ._forecast_model import SemiMarkovFunnel, deal_origin_ns
 from ._forecast_sim import SumDraws, bernoulli_sum, compound_poisson_sum
@@ -239,6 +240,7 @@ def _weighted_cut(
             f"no probability for stage(s) {unknown} (no closed deal reached them): their deals' "
             "probability and weighted amount are NaN and left out of the total"
         )
+    notes.extend(mixed_currency_note(cut, frame[C.DEAL_ID]))
     return WeightedPipeline(
         frame=frame, as_of=ts, source=source, probabilities=probs, notes=tuple(notes)
     )
@@ -618,7 +620,7 @@ def _forecast_cut(
         new_simulations=new_sims,
         as_of=ts,
         horizon_days=h_days,
-        notes=tuple(notes),
+        notes=(*notes, *mixed_currency_note(cut)),
     )
 
 
@@ -1237,6 +1239,7 @@ def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> Veloc
         f"maturity horizon {ct.t_mature:.0f} days (90% of deals closed by then); "
         f"{int((~f['mature']).sum())} recent period(s) immature",
     )
+    notes += mixed_currency_note(data)
     if instant.any():
         notes += (
             f"{int(instant.sum())} period(s) whose won deals closed the moment they were created "

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
+from ._currency import mixed_currency_note
 from ._forecast_history import NAT, history_state, last_row_at
 from ._result import Result, get_ax
 from ._stays import NS_PER_DAY, group_codes, require_history
@@ -176,6 +177,7 @@ def _snapshot_notes(cut: FunnelData) -> tuple[str, ...]:
     missing = int(open_deals[C.AMOUNT].isna().sum())
     if missing:
         notes.append(f"{missing} open deal(s) have no amount recorded (left out of amount sums)")
+    notes.extend(mixed_currency_note(cut, open_deals[C.DEAL_ID]))
     return tuple(notes)
 
 
@@ -537,7 +539,7 @@ def flow(
         end=t1,
         scope=scope,
         by=by,
-        notes=tuple(notes),
+        notes=(*notes, *mixed_currency_note(data, per_deal[C.DEAL_ID])),
     )
 
 

@@ -237,3 +237,26 @@ def test_stage_columns_parsed():
     assert ("Renewals", "Renewal Due") in found
     with pytest.raises(fs.FunnelDataError, match="no HubSpot stage columns"):
         fs.read_hubspot(pd.DataFrame({"Record ID": ["1"], "Amount": ["3"]}))
+
+
+def test_per_stage_conversion_of_one_pipeline_counts_only_its_own_stages():
+    """Two pipelines in one file: the merged read says its stage order mixes pipelines, and
+    reading one pipeline with pipeline_name= gives conversion over that pipeline's stages
+    only (no Sales deal is counted as passing the Renewals stage)."""
+    merged = fs.read_hubspot(EXPORT, pipelines=PIPES, exported_at="2024-02-10")
+    assert any(
+        "2 pipelines in one file" in n and "pipeline_name=" in n for n in merged.report.notes
+    )
+    renewals = fs.read_hubspot(
+        EXPORT, pipelines=PIPES, pipeline_name="Renewals", exported_at="2024-02-10"
+    )
+    sales = fs.read_hubspot(
+        EXPORT, pipelines=PIPES, pipeline_name="Sales Pipeline", exported_at="2024-02-10"
+    )
+    for d in (renewals, sales):
+        assert not any("pipelines in one file" in n for n in d.report.notes)
+    ren = fs.conversion(renewals, method="entered").frame.set_index("stage")
+    assert ren["entered"].to_dict() == {"Renewal Due": 2}  # 9004 and 9005, nothing else
+    sal = fs.conversion(sales, method="entered").frame.set_index("stage")
+    assert "Renewal Due" not in sal.index
+    assert sal.loc["Appointment Scheduled", "entered"] == 3

@@ -174,3 +174,28 @@ def test_field_history_without_opportunities():
             FH_EVENTS[-1],
         ],
     )
+
+
+def test_results_that_add_amounts_say_when_currencies_are_mixed():
+    """EUR and USD deals are never added silently: every result that sums amounts notes it,
+    and the note goes away once one currency is selected."""
+    import pandas as pd
+
+    d = fs.read_salesforce(SF / "OpportunityHistory.csv", opportunities=SF / "Opportunity.csv")
+    assert sorted(d.deals["currency"].dropna().unique()) == ["EUR", "USD"]
+
+    def results(data):
+        start = data.history["at"].min() - pd.Timedelta(days=1)
+        return {
+            "weighted_pipeline": fs.weighted_pipeline(data),
+            "snapshot": fs.snapshot(data),
+            "forecast_bookings": fs.forecast_bookings(data, n_sims=50, seed=0),
+            "velocity": fs.velocity(data),
+            "flow": fs.flow(data, start, data.exported_at, scope="open"),
+        }
+
+    for name, res in results(d).items():
+        assert any("2 currencies (EUR, USD)" in n for n in res.notes), name
+    eur = d.select(d.deals["currency"] == "EUR")
+    for name, res in results(eur).items():
+        assert not any("currencies" in n for n in res.notes), name

@@ -243,8 +243,11 @@ def read_hubspot(
     FunnelData
         With a ``pipeline`` attribute when the export has a pipeline column.
         When the file holds several pipelines (and no ``pipeline_name``), stage
-        names keep their pipeline (``"Closed Won (Renewals)"``) so that
-        ``data.select(data.deals["pipeline"] == ...)`` analyses one pipeline.
+        names keep their pipeline (``"Closed Won (Renewals)"``) and the stages of
+        all pipelines are put in one order, which the ingest report notes: win
+        rate and cycle time compare pipelines with ``by="pipeline"``, but
+        per-stage conversion needs one pipeline at a time (``pipeline_name=``),
+        or deals of one pipeline count as passing the other's stages.
 
     Notes
     -----
@@ -419,6 +422,14 @@ def read_hubspot(
         pipe = _pipeline_for(known, keep, qualify, stage, stages is not None)
     currency = take(cur_c)
     notes += currency_notes(currency)
+    if qualify:
+        notes.append(
+            f"{len(keep)} pipelines in one file ({', '.join(keep)}): their stages are put in one "
+            "order, so per-stage conversion and skipped stages mix pipelines (a deal of one "
+            "is counted as passing the other's earlier stages). For per-stage figures read "
+            "each pipeline with pipeline_name=; win rate and cycle time compare them with "
+            "by='pipeline'"
+        )
     mapped = Mapped(
         table=table,
         layout="hubspot",
