@@ -253,8 +253,10 @@ def time_in_stage(
         ``n_entered, n_exited, n_censored``, ``median, median_ci_lower,
         median_ci_upper`` (days; the first time the curve, or its lower / upper
         confidence curve, is at or below 0.5, as lifelines'
-        ``median_survival_times``; ``inf`` where not reached), ``q25, q75``
-        (days by which 25% / 75% have left), ``restricted_mean,
+        ``median_survival_times``; ``inf`` where not reached), ``q25, q25_ci_lower,
+        q25_ci_upper, q75, q75_ci_lower, q75_ci_upper`` (days by which 25% / 75%
+        have left, with their intervals read off the confidence curves the same
+        way), ``restricted_mean,
         restricted_mean_ci_lower, restricted_mean_ci_upper`` (mean days in
         stage within the first ``tau`` days), ``tau``, and
         ``naive_mean_closed`` (the plain mean of closed stays, biased short,
@@ -321,7 +323,11 @@ def time_in_stage(
                 quantile_time(t, km.ci_lower[r], 0.5),
                 quantile_time(t, km.ci_upper[r], 0.5),
                 quantile_time(t, surv, 0.75),
+                quantile_time(t, km.ci_lower[r], 0.75),
+                quantile_time(t, km.ci_upper[r], 0.75),
                 quantile_time(t, surv, 0.25),
+                quantile_time(t, km.ci_lower[r], 0.25),
+                quantile_time(t, km.ci_upper[r], 0.25),
                 rm,
                 max(rm - half, 0.0),
                 rm + half,
@@ -338,7 +344,11 @@ def time_in_stage(
         "median_ci_lower",
         "median_ci_upper",
         "q25",
+        "q25_ci_lower",
+        "q25_ci_upper",
         "q75",
+        "q75_ci_lower",
+        "q75_ci_upper",
         "restricted_mean",
         "restricted_mean_ci_lower",
         "restricted_mean_ci_upper",

@@ -66,7 +66,14 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
 
 #: Where infinity is a value with a meaning: a Kaplan–Meier quantile the curve never
 #: reaches ("not reached", as lifelines reports it; the result's notes say so).
-NOT_REACHED = {"time_in_stage": ("median", "median_ci_lower", "median_ci_upper", "q25", "q75")}
+NOT_REACHED = {
+    "time_in_stage": (
+        "median",
+        "median_ci_lower",
+        "median_ci_upper",
+        *(f"{q}{s}" for q in ("q25", "q75") for s in ("", "_ci_lower", "_ci_upper")),
+    )
+}
 
 
 def no_infinities(name: str, frame: pd.DataFrame) -> None:

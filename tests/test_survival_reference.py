@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 from lifelines import AalenJohansenFitter, KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test, proportional_hazard_test
-from lifelines.utils import median_survival_times, restricted_mean_survival_time
+from lifelines.utils import (
+    median_survival_times,
+    qth_survival_times,
+    restricted_mean_survival_time,
+)
 from statsmodels.duration.hazard_regression import PHReg
 from statsmodels.duration.survfunc import CumIncidenceRight, survdiff
 
@@ -66,6 +70,10 @@ def test_kaplan_meier_equals_lifelines(sample, alpha):
             assert f["median_ci_upper"] == hi
             assert f["q25"] == kmf.percentile(0.75)
             assert f["q75"] == kmf.percentile(0.25)
+            # quartile intervals: lifelines' quantile of each confidence curve
+            for col, q in (("q25", 0.75), ("q75", 0.25)):
+                lo_q, hi_q = qth_survival_times(q, kmf.confidence_interval_).iloc[0]
+                assert (f[f"{col}_ci_lower"], f[f"{col}_ci_upper"]) == (lo_q, hi_q)
             assert f["restricted_mean"] == pytest.approx(
                 restricted_mean_survival_time(kmf, t=f["tau"]), abs=1e-9
             )
