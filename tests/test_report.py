@@ -504,3 +504,58 @@ def test_funnel_section(rep, sample):
     section.chart.draw(fig)
     widths = list(fig.axes[0].containers[0].datavalues)
     np.testing.assert_allclose(widths, np.r_[1.0, np.cumprod(conv["conversion"])])
+
+
+def test_the_sections_the_report_promises(rep):
+    """Every section a scheduled report must carry, in this order."""
+    assert rep.titles == (
+        "At a glance",
+        "Bookings forecast",
+        "Funnel and conversion",
+        "Open pipeline",
+        "Pipeline flow",
+        "Win-rate trend and forecast",
+        "Time in stage",
+        "How stays in each stage end",
+        "Sales velocity",
+        "Data quality",
+    )
+
+
+def test_win_rate_trend_section_shows_the_cohort_win_rates(rep, sample):
+    """The table's rows are velocity()'s cohorts: counts, final rates only for mature months,
+    the share won so far for the others; the lead quotes the last mature month and the
+    forecast of forecast_win_rate."""
+    section = rep.section("win-rate-trend")
+    v = fs.velocity(sample, freq="M").frame.tail(8)
+    table = section.tables[0]
+    assert [r[0] for r in table.rows] == [p.strftime("%b %Y") for p in v["period"]]
+    for row, rec in zip(table.rows, v.to_dict("records")):
+        assert row[1] == f"{rec['n_created']:,}"
+        assert row[3] == f"{rec['win_rate_to_date'] * 100:.0f}%"
+        if rec["mature"]:
+            assert row[2].startswith(f"{rec['win_rate'] * 100:.0f}%") and row[4] == "final"
+        else:
+            assert row[2] == "–" and row[4].startswith("still closing")
+    last = v[v["mature"]].iloc[-1]
+    assert last["period"].strftime("%B %Y") in section.lead
+    fc = fs.forecast_win_rate(sample, freq="M", periods=3, alpha=0.2).frame
+    nxt = fc[fc["kind"] == "forecast"].iloc[0]
+    assert f"about {nxt['forecast'] * 100:.0f}%" in section.lead
+
+
+def test_velocity_section_is_the_product_of_its_parts(rep, sample):
+    """Each row: open deals × average won amount × win rate ÷ days to win, as velocity()."""
+    from funnelstats.report._style import fmt_money
+
+    section = rep.section("velocity")
+    v = fs.velocity(sample, freq="M").frame
+    v = v.set_index(v["period"].dt.strftime("%b %Y"))
+    for row in section.tables[0].rows:
+        rec = v.loc[row[0]]
+        assert row[1] == f"{rec['open_deals']:,}"
+        assert row[3] == f"{rec['win_rate'] * 100:.0f}%"
+        assert row[4] == f"{rec['cycle_days']:.0f}"
+        expected = rec["open_deals"] * rec["avg_won_amount"] * rec["win_rate"] / rec["cycle_days"]
+        assert rec["velocity"] == pytest.approx(expected)
+        assert row[5] == fmt_money(expected) and row[2] == fmt_money(rec["avg_won_amount"])
