@@ -73,3 +73,35 @@ def test_amounts_and_attributes(maven, raw):
     assert d["regional_office"].notna().all() and d["series"].notna().all()
     assert set(d["manager"].dropna()) == set(pd.read_csv(maven_path("teams"))["manager"])
     assert d["sector"].isna().sum() == raw["account"].isna().sum()
+
+
+def test_win_rate_and_cycle_time_from_the_raw_file_by_hand(maven, raw):
+    """The censoring-aware figures on Maven, against the Aalen–Johansen formula written out
+    with plain pandas on durations computed from the raw CSV (Engaging deals censored at the
+    export date; undated Prospecting rows have no start and are left out). Durations are
+    whole days with many ties, which lifelines' fitter breaks by random jitter, so the
+    formula is written here: F_won(t) = sum over days u <= t of S(u-) * won(u) / at_risk(u)."""
+    dated = raw[raw["engage_date"].notna()]
+    export = maven.exported_at.tz_localize(None)
+    end = dated["close_date"].where(dated["deal_stage"].isin(["Won", "Lost"]), export)
+    table = pd.DataFrame(
+        {
+            "days": (end - dated["engage_date"]).dt.days,
+            "won": dated["deal_stage"].eq("Won"),
+            "closed": dated["deal_stage"].isin(["Won", "Lost"]),
+        }
+    )
+    assert len(table) == 8300
+    per_day = table.groupby("days").agg(n=("won", "size"), won=("won", "sum"), d=("closed", "sum"))
+    at_risk = len(table) - per_day["n"].cumsum().shift(fill_value=0)
+    surv_before = (1 - per_day["d"] / at_risk).cumprod().shift(fill_value=1.0)
+    cif = (surv_before * per_day["won"] / at_risk).cumsum()
+
+    cyc = fs.cycle_time(maven)
+    won = cyc.curves[cyc.curves["outcome"] == "won"].set_index("t")["probability"]
+    ref = cif.reindex(won.index.to_numpy(), method="ffill").fillna(0.0)
+    np.testing.assert_allclose(won.to_numpy(), ref.to_numpy(), atol=1e-12)
+    wr = fs.win_rate(maven).frame.iloc[0]
+    assert wr["win_rate"] == pytest.approx(float(cif.iloc[-1]), abs=1e-12)
+    # far from the naive won / closed of the same file, which ignores the open deals
+    assert abs(wr["win_rate"] - 0.6315) > 0.1
