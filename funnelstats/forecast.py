@@ -32,6 +32,8 @@ from .snapshot import _open_table
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from ._forecast_velocity import CohortTable
+
 __all__ = [
     "BacktestResult",
     "BookingsForecast",
@@ -446,17 +448,56 @@ def forecast_bookings(
     True
     """
     require_history(data, "forecast_bookings")
+    _days(horizon)
+    _days(arrival_window, "arrival_window")
+    if n_sims < 1:
+        raise ValueError("n_sims must be at least 1")
+    if n_boot < 0 or n_boot == 1:
+        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
+    cut, ts = _cut(data, as_of)
+    return _bookings_of_cut(
+        cut,
+        ts,
+        None,
+        horizon=horizon,
+        n_sims=n_sims,
+        seed=seed,
+        include_new=include_new,
+        by=by,
+        amount_bands=amount_bands,
+        age_classes=age_classes,
+        n_boot=n_boot,
+        arrival_window=arrival_window,
+    )
+
+
+def _bookings_of_cut(
+    cut: FunnelData,
+    ts: pd.Timestamp,
+    snap: pd.DataFrame | None,
+    *,
+    horizon: Any = "90D",
+    n_sims: int = 10_000,
+    seed: int | None = None,
+    include_new: bool = True,
+    by: str | None = None,
+    amount_bands: int = 5,
+    age_classes: int = 1,
+    n_boot: int = 20,
+    arrival_window: Any = _ARRIVAL_WINDOW,
+) -> BookingsForecast:
+    """:func:`forecast_bookings` (same defaults) of data already cut at ``ts``; ``snap``: its
+    open deals (:func:`funnelstats.snapshot._open_table`) when already made."""
     h_days = _days(horizon)
     w_days = _days(arrival_window, "arrival_window")
     if n_sims < 1:
         raise ValueError("n_sims must be at least 1")
     if n_boot < 0 or n_boot == 1:
         raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
-    cut, ts = _cut(data, as_of)
     return _forecast_cut(
         cut,
         ts,
-        None,
+        snap,
         h_days=h_days,
         w_days=w_days,
         n_sims=n_sims,
@@ -1205,7 +1246,11 @@ def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> Veloc
     from ._forecast_velocity import cohort_table
 
     require_history(data, "velocity")
-    ct = cohort_table(data, freq=freq, alpha=alpha)
+    return _velocity_of_cohorts(cohort_table(data, freq=freq, alpha=alpha))
+
+
+def _velocity_of_cohorts(ct: CohortTable) -> VelocityResult:
+    """:func:`velocity` from its cohort table (:func:`._forecast_velocity.cohort_table`)."""
     f = ct.frame.copy()
     cycle = f["cycle_days"].to_numpy(dtype=float)
     instant = cycle <= 0  # won at creation: a rate per day is not defined
@@ -1392,7 +1437,15 @@ def forecast_win_rate(
     from ._forecast_velocity import cohort_table
 
     require_history(data, "forecast_win_rate")
-    ct = cohort_table(data, freq=freq)
+    return _win_rate_forecast_of_cohorts(
+        cohort_table(data, freq=freq), freq=freq, periods=periods, alpha=alpha
+    )
+
+
+def _win_rate_forecast_of_cohorts(
+    ct: CohortTable, *, freq: str, periods: int, alpha: float
+) -> SeriesForecast:
+    """:func:`forecast_win_rate` from its cohort table (the default ``alpha`` of its rates)."""
     out = _series_forecast(
         ct.frame, "win_rate", freq=freq, periods=periods, alpha=alpha, transform="logit"
     )

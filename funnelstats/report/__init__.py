@@ -108,6 +108,8 @@ class Report:
     header: Header
     sections: tuple[Section, ...]
     left_out: tuple[str, ...] = ()
+    #: Draw the charts in two processes (set by :func:`make_report` on large data).
+    parallel: bool = dataclasses.field(default=False, compare=False, repr=False)
 
     @property
     def titles(self) -> tuple[str, ...]:
@@ -124,7 +126,16 @@ class Report:
     @cached_property
     def _charts(self) -> tuple[bytes | None, ...]:
         """Each section's chart as PNG bytes, drawn once for both formats."""
-        return tuple(chart_png(s) for s in self.sections)
+        if not self.parallel:
+            return tuple(chart_png(s) for s in self.sections)
+        from ._parallel import map_shared
+
+        drawn = [i for i, s in enumerate(self.sections) if s.chart is not None]
+        pngs = map_shared(lambda k: chart_png(self.sections[drawn[k]]), len(drawn))
+        out: list[bytes | None] = [None] * len(self.sections)
+        for i, png in zip(drawn, pngs):
+            out[i] = png
+        return tuple(out)
 
     def html(self) -> str:
         """The report as one self-contained HTML document."""
@@ -312,7 +323,7 @@ def make_report(
         by=by,
     )
     sections, left_out = build_sections(ctx, progress=progress)
-    return Report(header=header, sections=sections, left_out=left_out)
+    return Report(header=header, sections=sections, left_out=left_out, parallel=ctx.parallel)
 
 
 def build_sections(
@@ -324,19 +335,32 @@ def build_sections(
     export) is left out, and the first section says which and why.
     """
     builders = [(k, b) for k, b in BUILDERS if only is None or k in only]
-    sections: list[Section] = []
-    left_out: list[str] = []
-    reasons: list[str] = []
-    for i, (label, build) in enumerate(builders):
-        if progress is not None:
-            progress(i, len(builders), label)
-        log.info("report: %s", label)
-        try:
-            sections.append(build(ctx))
-        except InsufficientHistoryError as exc:
-            log.info("report: %s left out: %s", label, exc.reason)
-            left_out.append(label)
-            reasons.append(exc.reason)
+    order = list(range(len(builders)))
+    if ctx.parallel and ctx.data.has_stage_history and "backtest" not in ctx.pending:
+        if any(label == _BACKTEST_SECTION for label, _ in builders):
+            _start_backtest(ctx)
+            # the section waiting for the second process is built last
+            order.sort(key=lambda i: builders[i][0] == _BACKTEST_SECTION)
+    built: dict[int, Section] = {}
+    failed: dict[int, str] = {}
+    try:
+        for step, i in enumerate(order):
+            label, build = builders[i]
+            if progress is not None:
+                progress(step, len(builders), label)
+            log.info("report: %s", label)
+            try:
+                built[i] = build(ctx)
+            except InsufficientHistoryError as exc:
+                log.info("report: %s left out: %s", label, exc.reason)
+                failed[i] = exc.reason
+    finally:  # a builder failed: stop work still running elsewhere
+        for pending in ctx.pending.values():
+            pending.cancel()
+        ctx.pending.clear()
+    sections = [built[i] for i in sorted(built)]
+    left_out = [builders[i][0] for i in sorted(failed)]
+    reasons = [failed[i] for i in sorted(failed)]
     if progress is not None:
         progress(len(builders), len(builders), "analyses done")
     if left_out and sections:
@@ -350,6 +374,22 @@ def build_sections(
             notes = tuple(f"Not shown: {lab} ({why})." for lab, why in zip(left_out, reasons))
         sections[0] = dataclasses.replace(sections[0], notes=(*sections[0].notes, *notes))
     return tuple(sections), tuple(left_out)
+
+
+#: The section whose backtest runs in a second process on large data.
+_BACKTEST_SECTION = "bookings forecast"
+#: From this many deals on (and where a process can fork), the report uses two processes:
+#: the backtest, then half of the charts, run in a forked child beside the other work.
+PARALLEL_DEALS = 20_000
+
+
+def _start_backtest(ctx: Context) -> None:
+    """Start the backtest in a forked child; :attr:`Context.backtest` collects it."""
+    from ._parallel import run_forked
+    from ._sections_forecast import run_backtest
+
+    ctx.data.arrays  # derived once here, shared with the child  # noqa: B018
+    ctx.pending["backtest"] = run_forked(lambda: run_backtest(ctx))
 
 
 def _context(
@@ -375,7 +415,17 @@ def _context(
     view = data if cut == data.exported_at else data.as_of(cut)
     if int(n_sims) < 1:
         raise ValueError(f"n_sims must be at least 1, got {n_sims}")
-    return Context(data=view, as_of=cut, by=by, seed=int(seed), horizon=horizon, n_sims=int(n_sims))
+    from ._parallel import can_fork
+
+    return Context(
+        data=view,
+        as_of=cut,
+        by=by,
+        seed=int(seed),
+        horizon=horizon,
+        n_sims=int(n_sims),
+        parallel=view.n_deals >= PARALLEL_DEALS and can_fork(),
+    )
 
 
 def _version() -> str:
