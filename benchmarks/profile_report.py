@@ -49,10 +49,14 @@ class _PssPeak(threading.Thread):
     def __init__(self, every: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.every, self.peak, self.stop = every, 0.0, threading.Event()
+        self.label = "ingest"
+        self.peaks: dict[str, float] = {}
 
     def run(self) -> None:
         while not self.stop.wait(self.every):
-            self.peak = max(self.peak, _pss_mb(os.getpid()))
+            now = _pss_mb(os.getpid())
+            self.peak = max(self.peak, now)
+            self.peaks[self.label] = max(self.peaks.get(self.label, 0.0), now)
 
 
 def main() -> int:
@@ -95,11 +99,14 @@ def main() -> int:
             if marks:
                 print(f"  {marks[-1][0]:<24} {now - marks[-1][1]:6.2f} s", file=sys.stderr)
             marks.append((label, now))
+            pss.label = label
 
     rep = fs.make_report(data, n_sims=args.n_sims, progress=progress)
     t2 = time.perf_counter()
+    pss.label = "charts and html"
     html = rep.html()
     t3 = time.perf_counter()
+    pss.label = "pdf"
     rep.pdf()
     t4 = time.perf_counter()
     pss.stop.set()
@@ -118,6 +125,11 @@ def main() -> int:
     )
     cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
     print(f"cpu {cpu:.2f} s (children {kids.ru_utime + kids.ru_stime:.2f} s)", file=sys.stderr)
+    if args.sections:
+        print(
+            "peak PSS (MB) by step: " + ", ".join(f"{k} {v:,.0f}" for k, v in pss.peaks.items()),
+            file=sys.stderr,
+        )
     print(f"html sha256 {hashlib.sha256(html.encode()).hexdigest()}", file=sys.stderr)
     if args.html is not None:
         args.html.write_text(html, encoding="utf-8")

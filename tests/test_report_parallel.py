@@ -246,3 +246,39 @@ def test_chart_png_is_the_same_in_a_child(sample):
     rep = fs.make_report(sample, n_sims=500)
     section = rep.section("stage-outcomes")
     assert run_forked(lambda: chart_png(section)).result() == chart_png(section)
+
+
+# ------------------------------------------------------------ flow's per-stage sums
+
+
+def test_flow_stage_sums_equal_the_dense_deal_by_stage_table_bit_for_bit():
+    """Per (group, stage) sums over the cells that occur are the sums of the dense
+    (deal, stage) table over each group's deals, to the last bit (many rows per cell)."""
+    from funnelstats.snapshot import _group_stage_sums
+
+    rng = np.random.default_rng(5)
+    n_deals, n_stage, n_groups = 400, 6, 3
+    key = np.sort(rng.integers(0, n_deals * n_stage, 5_000))
+    key = np.r_[key, rng.integers(0, n_deals * n_stage, 2_000)]  # rows out of cell order too
+    amount = rng.lognormal(8, 2, len(key)) * rng.choice([-1.0, 1.0], len(key))
+    gcode = rng.integers(0, n_groups, n_deals)
+    count, total = _group_stage_sums(key, amount, -1, gcode, n_groups, n_stage)
+    dense_n = -np.bincount(key, minlength=n_deals * n_stage).reshape(n_deals, n_stage)
+    dense_a = np.bincount(key, weights=amount, minlength=n_deals * n_stage)
+    dense_a = dense_a.reshape(n_deals, n_stage)
+    for g in range(n_groups):
+        sel = gcode == g
+        np.testing.assert_array_equal(count[g], dense_n[sel].sum(axis=0))
+        np.testing.assert_array_equal(
+            total[g].view(np.int64), dense_a[sel].sum(axis=0).view(np.int64)
+        )
+
+
+def test_flow_by_stage_balances_per_group(sample):
+    f = fs.flow(sample, "2024-04-01", "2024-06-30", by="Segment", scope="open")
+    bs = f.by_stage.set_index(["group", "stage", "component"])
+    for g, part in f.by_stage.groupby("group", observed=True):
+        t = part.groupby("component")["count"].sum()
+        change = t.drop(["open_start", "open_end"]).sum()
+        assert t["open_start"] + change == t["open_end"]
+    assert len(bs) == len(f.by_stage)

@@ -336,11 +336,12 @@ def build_sections(
     """
     builders = [(k, b) for k, b in BUILDERS if only is None or k in only]
     order = list(range(len(builders)))
-    if ctx.parallel and ctx.data.has_stage_history and "backtest" not in ctx.pending:
-        if any(label == _BACKTEST_SECTION for label, _ in builders):
-            _start_backtest(ctx)
-            # the section waiting for the second process is built last
-            order.sort(key=lambda i: builders[i][0] == _BACKTEST_SECTION)
+    if ctx.parallel and ctx.data.has_stage_history and not ctx.pending:
+        jobs = [job for label, _ in builders for job in _CHILD_JOBS.get(label, ())]
+        if jobs:
+            _start_child(ctx, list(dict.fromkeys(jobs)))
+            # the sections waiting for the second process are built last
+            order.sort(key=lambda i: builders[i][0] in _CHILD_JOBS)
     built: dict[int, Section] = {}
     failed: dict[int, str] = {}
     try:
@@ -376,20 +377,55 @@ def build_sections(
     return tuple(sections), tuple(left_out)
 
 
-#: The section whose backtest runs in a second process on large data.
-_BACKTEST_SECTION = "bookings forecast"
+#: The analyses a second process computes on large data, by the section that reads them:
+#: the backtest (the largest single piece of work) and the cohort table with its forecast,
+#: which together weigh about what the other sections weigh.
+_CHILD_JOBS: dict[str, tuple[str, ...]] = {
+    "bookings forecast": ("backtest",),
+    "win-rate trend": ("cohorts", "win_rate_forecast"),
+    "velocity": ("cohorts",),
+}
 #: From this many deals on (and where a process can fork), the report uses two processes:
-#: the backtest, then half of the charts, run in a forked child beside the other work.
+#: the analyses of :data:`_CHILD_JOBS`, then half of the charts, run in a forked child
+#: beside the other work.
 PARALLEL_DEALS = 20_000
 
 
-def _start_backtest(ctx: Context) -> None:
-    """Start the backtest in a forked child; :attr:`Context.backtest` collects it."""
+class _Part:
+    """One analysis of the child's answer, or its error (re-raised where it is read)."""
+
+    def __init__(self, pending: Any, name: str) -> None:
+        self.pending, self.name = pending, name
+
+    def result(self) -> Any:
+        ok, value = self.pending.result()[self.name]
+        if not ok:
+            raise value
+        return value
+
+    def cancel(self) -> None:
+        self.pending.cancel()
+
+
+def _start_child(ctx: Context, names: list[str]) -> None:
+    """Compute the Context analyses ``names`` in a forked child, in that order; the
+    Context's properties collect them (see :attr:`Context.pending`)."""
     from ._parallel import run_forked
-    from ._sections_forecast import run_backtest
 
     ctx.data.arrays  # derived once here, shared with the child  # noqa: B018
-    ctx.pending["backtest"] = run_forked(lambda: run_backtest(ctx))
+
+    def work() -> dict[str, tuple[bool, Any]]:
+        out: dict[str, tuple[bool, Any]] = {}
+        for name in names:
+            try:
+                out[name] = (True, getattr(ctx, name))
+            except Exception as exc:  # re-raised in the parent where the section reads it
+                out[name] = (False, exc)
+        return out
+
+    pending = run_forked(work)
+    for name in names:
+        ctx.pending[name] = _Part(pending, name)
 
 
 def _context(

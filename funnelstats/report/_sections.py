@@ -59,7 +59,8 @@ class Context:
     seed: int
     horizon: str
     n_sims: int = 10_000
-    #: Hand the backtest and half of the charts to a second process (large data, POSIX).
+    #: Hand the backtest, the cohorts and half of the charts to a second process (large
+    #: data, POSIX; see :func:`funnelstats.report.build_sections`).
     parallel: bool = False
     #: Analyses computing in another process (:mod:`._parallel`), by name.
     pending: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -130,9 +131,9 @@ class Context:
     def backtest(self) -> Any:
         """The forecast replayed at past month ends (``None`` when the history is too short);
         from the second process when it was started there (:func:`.build_sections`)."""
-        pending = self.pending.pop("backtest", None)
-        if pending is not None:
-            return pending.result()
+        part = self.pending.pop("backtest", None)
+        if part is not None:
+            return part.result()
         from ._sections_forecast import run_backtest
 
         return run_backtest(self)
@@ -155,7 +156,21 @@ class Context:
         from .._forecast_velocity import cohort_table
 
         require_history(self.data, "velocity")
+        part = self.pending.pop("cohorts", None)
+        if part is not None:
+            return part.result()
         return cohort_table(self.data, freq="M")
+
+    @cached_property
+    def win_rate_forecast(self) -> Any:
+        """:func:`funnelstats.forecast_win_rate` (monthly, 3 periods, 80% intervals) on the
+        shared cohorts."""
+        from ..forecast import _win_rate_forecast_of_cohorts
+
+        part = self.pending.pop("win_rate_forecast", None)
+        if part is not None:
+            return part.result()
+        return _win_rate_forecast_of_cohorts(self.cohorts, freq="M", periods=3, alpha=0.2)
 
     @cached_property
     def velocity(self) -> Any:

@@ -410,10 +410,7 @@ def _draw_flow(fig: FigureBase, fl: Any, labels: dict[str, str]) -> None:
 
 def win_rate_trend(ctx: Context) -> Section:
     """Cohort win rates and their forecast (:func:`funnelstats.forecast_win_rate`)."""
-    from ..forecast import _win_rate_forecast_of_cohorts
-
-    # forecast_win_rate(ctx.data, freq="M", periods=3, alpha=0.2) on the shared cohorts
-    fc = _win_rate_forecast_of_cohorts(ctx.cohorts, freq="M", periods=3, alpha=0.2)
+    fc = ctx.win_rate_forecast
     v = ctx.velocity
     f = fc.frame
     obs = f[f["kind"] == "observed"]
