@@ -569,6 +569,12 @@ def _forecast_cut(
     # the new deals' rates).
     p_boot = p_value[None, :]
     lam = new.rates(value_model, np.ones(cut.n_deals))[None, :]
+    # the fits' curves are not needed past here (refits share only their arranged stays):
+    # let them go before the refits make theirs (at 1M deals, a few hundred MB)
+    fallback = list(model.fallback_)
+    stage_exits = [c.n_exits for c in model.pooled_]
+    model.curves_, model.pooled_, model._cache = [], [], {}
+    del value_model
     if n_boot:
         p_boot = np.empty((n_boot, len(p_value)))
         lam = np.empty((n_boot, lam.shape[1]))
@@ -638,13 +644,13 @@ def _forecast_cut(
     missing = int(np.isnan(amount).sum())
     if missing:
         notes.append(f"{missing} open deal(s) without an amount are left out of the totals")
-    for g, s in model.fallback_:
+    for g, s in fallback:
         notes.append(
             f"group {labels[g]!r}, stage {cut.pipeline.stages[s]!r}: fewer than "
             f"{model.min_exits} exits, pooled curves used"
         )
-    for s, c in enumerate(model.pooled_):
-        if c.n_exits == 0 and (stage == s).any():
+    for s, n_exits in enumerate(stage_exits):
+        if n_exits == 0 and (stage == s).any():
             notes.append(
                 f"stage {cut.pipeline.stages[s]!r} has no exit recorded by the cut-off: its deals "
                 "are forecast never to leave it"

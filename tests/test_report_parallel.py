@@ -150,6 +150,7 @@ def test_report_is_sequential_below_the_size_threshold(sample):
 
 def test_shared_cut_analyses_equal_the_public_functions(both_ways, sample):
     _, _, ctx, _ = both_ways
+    assert ctx.cut is ctx.data  # as of the export date the cut is the data itself
     fc = fs.forecast_bookings(sample, as_of=ctx.as_of, n_sims=2_000, seed=3)
     pd.testing.assert_frame_equal(ctx.bookings.frame, fc.frame)
     pd.testing.assert_frame_equal(ctx.bookings.deals, fc.deals)
@@ -282,3 +283,25 @@ def test_flow_by_stage_balances_per_group(sample):
         change = t.drop(["open_start", "open_end"]).sum()
         assert t["open_start"] + change == t["open_end"]
     assert len(bs) == len(f.by_stage)
+
+
+def test_shared_cut_at_an_earlier_date_is_the_public_cut(sample):
+    ctx = _context(sample, as_of="2024-09-30", seed=2, n_sims=500)
+    assert ctx.cut is ctx.data  # the report's view is already cut there: not cut again
+    fc = fs.forecast_bookings(sample, as_of="2024-09-30", n_sims=500, seed=2)
+    pd.testing.assert_frame_equal(ctx.bookings.frame, fc.frame)
+    pd.testing.assert_frame_equal(ctx.snapshot.frame, fs.snapshot(sample, "2024-09-30").frame)
+
+
+def test_cut_is_not_the_data_when_rows_would_be_dropped(sample):
+    from funnelstats.report._sections import _cut_is_same
+
+    assert _cut_is_same(sample, sample.exported_at)
+    later = sample.history.copy()
+    later.loc[0, "at"] = sample.exported_at + pd.Timedelta(days=1)
+    odd = dataclasses.replace(sample, history=later)
+    assert not _cut_is_same(odd, sample.exported_at)
+    shifted = dataclasses.replace(
+        sample, history=sample.history.set_axis(np.arange(1, len(sample.history) + 1))
+    )
+    assert not _cut_is_same(shifted, sample.exported_at)

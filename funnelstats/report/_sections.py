@@ -92,7 +92,11 @@ class Context:
     def cut(self) -> FunnelData:
         """The data as an export taken at the as-of date would show it (what
         :func:`~funnelstats.snapshot`, :func:`~funnelstats.forecast_bookings` and
-        :func:`~funnelstats.weighted_pipeline` cut it to), made once for the three."""
+        :func:`~funnelstats.weighted_pipeline` cut it to), made once for the three; the data
+        itself when the cut would hold the same rows (the usual report, as of the export
+        date), so its derived tables are not made, nor held, twice."""
+        if _cut_is_same(self.data, self.as_of):
+            return self.data
         return self.data.as_of(self.as_of)
 
     @cached_property
@@ -205,6 +209,26 @@ class Context:
                 ok = names.notna() & (names.astype(str) != "")
                 return names.where(ok, ids).reset_index(drop=True)
         return ids.reset_index(drop=True)
+
+
+def _cut_is_same(data: FunnelData, ts: pd.Timestamp) -> bool:
+    """True when ``data.as_of(ts)`` would be ``data`` again: cut at its export date, no row
+    after it, no undated rows (a cut drops them), every creation date known and not after
+    it, and the rows numbered 0, 1, ... as a cut numbers them."""
+    from ..data import _ns
+
+    if ts != data.exported_at:
+        return False
+    if data.undated is not None and len(data.undated):
+        return False
+    h = data.history
+    index = h.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        return False
+    if len(h) and not bool((_ns(h[C.AT]) <= ts.value).all()):
+        return False
+    created = data._created
+    return created is None or bool((created.notna() & (created <= ts)).all())
 
 
 _ABS_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s\\/,;:'\"()]+[\\/])+([^\s\\/,;:'\"()]+)")
