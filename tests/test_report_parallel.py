@@ -275,14 +275,17 @@ def test_flow_stage_sums_equal_the_dense_deal_by_stage_table_bit_for_bit():
         )
 
 
-def test_flow_by_stage_balances_per_group(sample):
-    f = fs.flow(sample, "2024-04-01", "2024-06-30", by="Segment", scope="open")
-    bs = f.by_stage.set_index(["group", "stage", "component"])
-    for g, part in f.by_stage.groupby("group", observed=True):
-        t = part.groupby("component")["count"].sum()
-        change = t.drop(["open_start", "open_end"]).sum()
-        assert t["open_start"] + change == t["open_end"]
-    assert len(bs) == len(f.by_stage)
+def test_flow_by_stage_per_group_adds_up_to_the_pooled_lines(sample):
+    args = (sample, "2024-04-01", "2024-06-30")
+    grouped = fs.flow(*args, by="Segment", scope="open").by_stage
+    pooled = fs.flow(*args, scope="open").by_stage.set_index(["stage", "component"])
+    summed = grouped.groupby(["stage", "component"], observed=True, sort=False)[
+        ["count", "amount"]
+    ].sum()
+    summed = summed.reindex(pooled.index)
+    np.testing.assert_array_equal(summed["count"], pooled["count"])
+    np.testing.assert_allclose(summed["amount"], pooled["amount"], rtol=1e-12, atol=1e-6)
+    assert (pooled["count"] != 0).any()
 
 
 def test_shared_cut_at_an_earlier_date_is_the_public_cut(sample):
@@ -305,3 +308,26 @@ def test_cut_is_not_the_data_when_rows_would_be_dropped(sample):
         sample, history=sample.history.set_axis(np.arange(1, len(sample.history) + 1))
     )
     assert not _cut_is_same(shifted, sample.exported_at)
+
+
+@needs_fork
+def test_public_switch_and_cli_flag_give_the_same_html(tmp_path):
+    """make_report(parallel=True) on the sample, and the command line with --one-process and
+    without (the sample is below the size threshold: one process either way), write the
+    same HTML."""
+    from click.testing import CliRunner
+
+    from funnelstats.cli import main
+
+    sample = fs.load_sample()
+    two = fs.make_report(sample, n_sims=500, parallel=True, generated_at="2025-01-01")
+    one = fs.make_report(sample, n_sims=500, parallel=False, generated_at="2025-01-01")
+    assert two.html() == one.html()
+    pages = []
+    for flag in ([], ["--one-process"]):
+        out = tmp_path / ("one" if flag else "auto")
+        args = ["report", "--sample", "--out", str(out), "--format", "html", "--n-sims", "500"]
+        res = CliRunner().invoke(main, [*args, "--generated-at", "2025-01-01T00:00:00Z", *flag])
+        assert res.exit_code == 0, res.output
+        pages.append((out / "funnelstats-report-2024-12-31.html").read_text(encoding="utf-8"))
+    assert pages[0] == pages[1]
