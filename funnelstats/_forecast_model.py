@@ -741,7 +741,7 @@ def _within_flat(
     w_rev: np.ndarray,
     edges: np.ndarray,
     rows: np.ndarray,
-    block: int = 1_000_000,
+    block: int = 50_000,
 ) -> np.ndarray:
     """P(won within the horizon) of deals at ``age`` in a stage whose continuation weights do
     not depend on the deal (no entry-age clock).
