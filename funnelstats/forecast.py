@@ -1252,11 +1252,12 @@ def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> Veloc
     from ._forecast_velocity import cohort_table
 
     require_history(data, "velocity")
-    return _velocity_of_cohorts(cohort_table(data, freq=freq, alpha=alpha))
+    return _velocity_of_cohorts(data, cohort_table(data, freq=freq, alpha=alpha))
 
 
-def _velocity_of_cohorts(ct: CohortTable) -> VelocityResult:
-    """:func:`velocity` from its cohort table (:func:`._forecast_velocity.cohort_table`)."""
+def _velocity_of_cohorts(data: FunnelData, ct: CohortTable) -> VelocityResult:
+    """:func:`velocity` of ``data`` from its cohort table
+    (:func:`._forecast_velocity.cohort_table`)."""
     f = ct.frame.copy()
     cycle = f["cycle_days"].to_numpy(dtype=float)
     instant = cycle <= 0  # won at creation: a rate per day is not defined

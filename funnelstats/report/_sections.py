@@ -180,7 +180,7 @@ class Context:
     def velocity(self) -> Any:
         from ..forecast import _velocity_of_cohorts
 
-        return _velocity_of_cohorts(self.cohorts)
+        return _velocity_of_cohorts(self.data, self.cohorts)
 
     @cached_property
     def snapshot(self) -> Any:
