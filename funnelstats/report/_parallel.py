@@ -1,7 +1,7 @@
 """Work the report hands to a second process, to use a second core on large data.
 
 :func:`run_forked` starts ``fn()`` in a forked child process and returns a :class:`Pending`
-whose :meth:`~Pending.result` is what ``fn`` returned (pickled back through a pipe) or
+whose :meth:`~Pending.result` is what ``fn`` returned (sent back through a pipe) or
 raises what it raised. A fork shares the parent's memory copy-on-write, so the child reads
 the data without copying or pickling it; only the (small) result travels back.
 
@@ -17,9 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import pickle
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +29,6 @@ log = logging.getLogger(__name__)
 def can_fork() -> bool:
     """True when a child process can be forked (POSIX with the fork start method)."""
     return hasattr(os, "fork") and "fork" in multiprocessing.get_all_start_methods()
-
-
-class _ChildError(Exception):
-    """An exception raised in the child that could not be pickled back."""
 
 
 class Pending:
@@ -92,17 +86,12 @@ class Pending:
         answer = None
         if self._proc is not None:
             try:
-                answer = pickle.loads(self._conn.recv_bytes())
-            except (EOFError, OSError):
+                answer = self._conn.recv()
+            except Exception:  # no answer (the child died), or one that does not rebuild
                 answer = None
             finally:
                 self._conn.close()
                 self._proc.join()
-            if answer is not None:
-                try:
-                    ok, payload = answer[0], pickle.loads(answer[1])
-                except Exception:  # an exception that does not unpickle: raise it here
-                    answer = None
             if answer is None:
                 log.info(
                     "report: the worker process gave no usable result (exit code %s); "
@@ -111,9 +100,10 @@ class Pending:
                 )
         if answer is None:
             try:
-                ok, payload = True, self._fn()
+                answer = (True, self._fn())
             except BaseException as exc:  # re-raised by result(), as a direct call would
-                ok, payload = False, exc
+                answer = (False, exc)
+        ok, payload = answer
         if ok:
             self._value = payload
         else:
@@ -123,17 +113,17 @@ class Pending:
 
 
 def _child(fn: Callable[[], Any], conn: Any) -> None:
-    """Run ``fn`` and send ``(True, pickled result)`` or ``(False, pickled exception)``."""
+    """Run ``fn`` and send ``(True, result)`` or ``(False, exception)`` to the parent (the
+    pipe is private to the two processes and carries only this answer, never input data)."""
     try:
         try:
-            answer = (True, pickle.dumps(fn(), protocol=pickle.HIGHEST_PROTOCOL))
+            answer: tuple[bool, Any] = (True, fn())
         except Exception as exc:
-            try:
-                answer = (False, pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
-            except Exception:
-                text = "".join(traceback.format_exception(exc))
-                answer = (False, pickle.dumps(_ChildError(f"{type(exc).__name__}: {exc}\n{text}")))
-        conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            answer = (False, exc)
+        try:
+            conn.send(answer)
+        except Exception:  # an answer that cannot be sent: the parent computes it itself
+            conn.send(None)
     finally:
         conn.close()
 
