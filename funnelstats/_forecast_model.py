@@ -599,6 +599,9 @@ class _Layout:
     late: np.ndarray  # per exit: longer than its key's cut
     use_late: np.ndarray  # per key: some exit is late
     any_exit: np.ndarray  # per key
+    run_exit: np.ndarray  # per exit: its row (cell // n_dest)
+    key_exit: np.ndarray  # per exit: its key
+    dest_exit: np.ndarray  # per exit: its destination
     token: object = field(default_factory=object)  # identifies the layout in curve origins
 
     @staticmethod
@@ -638,6 +641,7 @@ class _Layout:
         late = longer[exits]
         k_exit = k[exits]
         idx = np.int32 if max(n, len(time) * n_dest) < 2**31 else np.int64
+        run_exit = run[exits]
         return _Layout(
             n_keys=n_keys,
             n_dest=n_dest,
@@ -649,15 +653,14 @@ class _Layout:
             run=run.astype(idx),
             over=np.where(longer, d - cut[k], 0.0),
             exits=exits.astype(idx),
-            cell=(run[exits] * n_dest + dest_s[exits]).astype(idx),
+            cell=(run_exit * n_dest + dest_s[exits]).astype(idx),
             late=late,
             use_late=np.bincount(k_exit[late], minlength=n_keys) > 0,
             any_exit=np.bincount(k_exit, minlength=n_keys) > 0,
+            run_exit=run_exit.astype(idx),
+            key_exit=k_exit.astype(idx),
+            dest_exit=dest_s[exits].astype(np.int64),
         )
-
-    def _exit_parts(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Row and destination of exits given by their cells."""
-        return cells // self.n_dest, cells % self.n_dest
 
     def tails(self, w: np.ndarray, w_exit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per key, the tail hazard and destination mix (see :class:`StageCurves`), with
@@ -665,10 +668,9 @@ class _Layout:
         nk, nd = self.n_keys, self.n_dest
 
         def sums(sel: np.ndarray | None, over: np.ndarray) -> tuple[np.ndarray, ...]:
-            cells = self.cell if sel is None else self.cell[sel]
             we = w_exit if sel is None else w_exit[sel]
-            rows, dest = self._exit_parts(cells)
-            kk = self.row_key[rows]
+            kk = self.key_exit if sel is None else self.key_exit[sel]
+            dest = self.dest_exit if sel is None else self.dest_exit[sel]
             exits = _wsum(kk, weights=we, minlength=nk)
             exposure = _wsum(self.key, weights=w * over, minlength=nk)
             mix = _wsum(kk * nd + dest, weights=we, minlength=nk * nd).reshape(nk, nd)
@@ -695,7 +697,7 @@ class _Layout:
         else:
             w = np.asarray(weights, dtype=float)[self.deal]
         w_exit = w[self.exits]
-        run_exit = self.cell // nd
+        run_exit = self.run_exit
         removed = _wsum(self.run, weights=w, minlength=n_rows)
         d = _wsum(run_exit, weights=w_exit, minlength=n_rows)
         totals = _wsum(self.key, weights=w, minlength=self.n_keys)
@@ -713,7 +715,7 @@ class _Layout:
         rate, mix = self.tails(w, w_exit)
         live = w > 0
         n_stays = np.bincount(self.key[live], minlength=self.n_keys)
-        n_exits = np.bincount(self.row_key[self.cell[w_exit > 0] // nd], minlength=self.n_keys)
+        n_exits = np.bincount(self.key_exit[w_exit > 0], minlength=self.n_keys)
         out = []
         for k in range(self.n_keys):
             r = slice(int(self.offsets[k]), int(self.offsets[k + 1]))
@@ -739,7 +741,7 @@ def _within_flat(
     w_rev: np.ndarray,
     edges: np.ndarray,
     rows: np.ndarray,
-    block: int = 1_000_000,
+    block: int = 50_000,
 ) -> np.ndarray:
     """P(won within the horizon) of deals at ``age`` in a stage whose continuation weights do
     not depend on the deal (no entry-age clock).

@@ -179,6 +179,40 @@ def plot_survival(
     return ax
 
 
+def _one_key(fit: Any, stage: Any, group: Any) -> int | None:
+    """The key of the one present curve that ``stage`` and ``group`` select (a name or
+    None each), or None when the selection is not that simple (several curves, unknown
+    names: :func:`_pick` on the curve frame then decides, and raises)."""
+    present = fit.present()
+    if fit.stage_names is None:
+        stage = None
+    for want in (stage, group):
+        if want is not None and not isinstance(want, str):
+            return None
+    keys = [
+        int(k)
+        for k in present
+        if (stage is None or fit.stage_names[k // fit.n_groups] == stage)
+        and (group is None or fit.group_labels[k % fit.n_groups] == group)
+    ]
+    return keys[0] if len(keys) == 1 else None
+
+
+def _stacked_values(result: CompetingOutcomes, key: int) -> tuple[np.ndarray, np.ndarray]:
+    """Times and probabilities (one column per outcome, still open last) of one curve: the
+    rows of ``result.curves`` for ``key`` pivoted wide, without building the whole frame."""
+    fit = result._fit
+    tab = fit.table
+    lo, hi = int(tab.offsets[key]), int(tab.offsets[key + 1])
+    r = np.arange(lo, hi)
+    r = r[tab.observed[r] > 0]
+    start = not (hi > lo and tab.time[lo] == 0 and tab.observed[lo] > 0)
+    rows = np.r_[np.full(int(start), -1), r]
+    t = np.r_[np.zeros(int(start)), fit.time_days[r]]
+    prob, _, _ = result._values_at_rows(rows)
+    return t, prob
+
+
 def _key_of(fit: Any, row: pd.Series) -> int:
     g = fit.group_labels.index(str(row["group"]))
     if fit.stage_names is None:
@@ -290,25 +324,32 @@ def plot_stage_outcomes(
     >>> plt.close(fig)
     """
     ax = get_ax(ax)
-    curves = _pick(result.curves, stage, group)
     fit = result._fit
-    hi = float(xmax) if xmax is not None else fit.horizon()
     names = list(result.outcomes)
+    one = _one_key(fit, stage, group) if stacked else None
+    if one is None:
+        curves = _pick(result.curves, stage, group)
+    hi = float(xmax) if xmax is not None else fit.horizon()
     if stacked:
-        ids = [c for c in ("stage", "group") if c in curves.columns]
-        combos = curves[ids].drop_duplicates()
-        if len(combos) != 1:
-            raise ValueError(
-                "a stacked plot shows one stage and group: pick them with stage= and group= "
-                f"(the selection holds {len(combos)})"
+        if one is not None:
+            # the one curve read off the fit's arrays, as the rows of .curves would give it
+            t, vals = _stacked_values(result, one)
+        else:
+            ids = [c for c in ("stage", "group") if c in curves.columns]
+            combos = curves[ids].drop_duplicates()
+            if len(combos) != 1:
+                raise ValueError(
+                    "a stacked plot shows one stage and group: pick them with stage= and group= "
+                    f"(the selection holds {len(combos)})"
+                )
+            wide = curves.pivot_table(
+                index="t", columns="outcome", values="probability", observed=True, sort=True
             )
-        wide = curves.pivot_table(
-            index="t", columns="outcome", values="probability", observed=True, sort=True
-        )
-        # several rows at t = 0 are impossible; pivot keeps the one there is
-        t = wide.index.to_numpy()
-        vals = wide[names].to_numpy()
-        end = fit.last_time()[_key_of(fit, curves.iloc[0])]
+            # several rows at t = 0 are impossible; pivot keeps the one there is
+            t = wide.index.to_numpy()
+            vals = wide[names].to_numpy()
+            one = _key_of(fit, curves.iloc[0])
+        end = fit.last_time()[one]
         if end > t[-1]:
             t = np.r_[t, end]
             vals = np.vstack([vals, vals[-1]])
@@ -332,8 +373,12 @@ def plot_stage_outcomes(
                 **kwargs,
             )
         ax.set_ylim(0, 1)
-        ax.set_ylabel("share of stays" if "stage" in ids else "share of deals")
-        label = " · ".join(str(curves.iloc[0][c]) for c in ids if str(curves.iloc[0][c]) != "all")
+        g = fit.n_groups
+        parts = [fit.group_labels[one % g]]
+        if fit.stage_names is not None:
+            parts.insert(0, fit.stage_names[one // g])
+        ax.set_ylabel("share of stays" if fit.stage_names is not None else "share of deals")
+        label = " · ".join(str(p) for p in parts if str(p) != "all")
         if label:
             ax.set_title(label)
         ax.legend(loc="lower right", framealpha=0.9)

@@ -32,6 +32,8 @@ from .snapshot import _open_table
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+    from ._forecast_velocity import CohortTable
+
 __all__ = [
     "BacktestResult",
     "BookingsForecast",
@@ -446,17 +448,56 @@ def forecast_bookings(
     True
     """
     require_history(data, "forecast_bookings")
+    _days(horizon)
+    _days(arrival_window, "arrival_window")
+    if n_sims < 1:
+        raise ValueError("n_sims must be at least 1")
+    if n_boot < 0 or n_boot == 1:
+        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
+    cut, ts = _cut(data, as_of)
+    return _bookings_of_cut(
+        cut,
+        ts,
+        None,
+        horizon=horizon,
+        n_sims=n_sims,
+        seed=seed,
+        include_new=include_new,
+        by=by,
+        amount_bands=amount_bands,
+        age_classes=age_classes,
+        n_boot=n_boot,
+        arrival_window=arrival_window,
+    )
+
+
+def _bookings_of_cut(
+    cut: FunnelData,
+    ts: pd.Timestamp,
+    snap: pd.DataFrame | None,
+    *,
+    horizon: Any = "90D",
+    n_sims: int = 10_000,
+    seed: int | None = None,
+    include_new: bool = True,
+    by: str | None = None,
+    amount_bands: int = 5,
+    age_classes: int = 1,
+    n_boot: int = 20,
+    arrival_window: Any = _ARRIVAL_WINDOW,
+) -> BookingsForecast:
+    """:func:`forecast_bookings` (same defaults) of data already cut at ``ts``; ``snap``: its
+    open deals (:func:`funnelstats.snapshot._open_table`) when already made."""
     h_days = _days(horizon)
     w_days = _days(arrival_window, "arrival_window")
     if n_sims < 1:
         raise ValueError("n_sims must be at least 1")
     if n_boot < 0 or n_boot == 1:
         raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
-    cut, ts = _cut(data, as_of)
     return _forecast_cut(
         cut,
         ts,
-        None,
+        snap,
         h_days=h_days,
         w_days=w_days,
         n_sims=n_sims,
@@ -528,6 +569,12 @@ def _forecast_cut(
     # the new deals' rates).
     p_boot = p_value[None, :]
     lam = new.rates(value_model, np.ones(cut.n_deals))[None, :]
+    # the fits' curves are not needed past here (refits share only their arranged stays):
+    # let them go before the refits make theirs (at 1M deals, a few hundred MB)
+    fallback = list(model.fallback_)
+    stage_exits = [c.n_exits for c in model.pooled_]
+    model.curves_, model.pooled_, model._cache = [], [], {}
+    del value_model
     if n_boot:
         p_boot = np.empty((n_boot, len(p_value)))
         lam = np.empty((n_boot, lam.shape[1]))
@@ -597,13 +644,13 @@ def _forecast_cut(
     missing = int(np.isnan(amount).sum())
     if missing:
         notes.append(f"{missing} open deal(s) without an amount are left out of the totals")
-    for g, s in model.fallback_:
+    for g, s in fallback:
         notes.append(
             f"group {labels[g]!r}, stage {cut.pipeline.stages[s]!r}: fewer than "
             f"{model.min_exits} exits, pooled curves used"
         )
-    for s, c in enumerate(model.pooled_):
-        if c.n_exits == 0 and (stage == s).any():
+    for s, n_exits in enumerate(stage_exits):
+        if n_exits == 0 and (stage == s).any():
             notes.append(
                 f"stage {cut.pipeline.stages[s]!r} has no exit recorded by the cut-off: its deals "
                 "are forecast never to leave it"
@@ -1205,7 +1252,12 @@ def velocity(data: FunnelData, *, freq: str = "M", alpha: float = 0.05) -> Veloc
     from ._forecast_velocity import cohort_table
 
     require_history(data, "velocity")
-    ct = cohort_table(data, freq=freq, alpha=alpha)
+    return _velocity_of_cohorts(data, cohort_table(data, freq=freq, alpha=alpha))
+
+
+def _velocity_of_cohorts(data: FunnelData, ct: CohortTable) -> VelocityResult:
+    """:func:`velocity` of ``data`` from its cohort table
+    (:func:`._forecast_velocity.cohort_table`)."""
     f = ct.frame.copy()
     cycle = f["cycle_days"].to_numpy(dtype=float)
     instant = cycle <= 0  # won at creation: a rate per day is not defined
@@ -1392,7 +1444,15 @@ def forecast_win_rate(
     from ._forecast_velocity import cohort_table
 
     require_history(data, "forecast_win_rate")
-    ct = cohort_table(data, freq=freq)
+    return _win_rate_forecast_of_cohorts(
+        cohort_table(data, freq=freq), freq=freq, periods=periods, alpha=alpha
+    )
+
+
+def _win_rate_forecast_of_cohorts(
+    ct: CohortTable, *, freq: str, periods: int, alpha: float
+) -> SeriesForecast:
+    """:func:`forecast_win_rate` from its cohort table (the default ``alpha`` of its rates)."""
     out = _series_forecast(
         ct.frame, "win_rate", freq=freq, periods=periods, alpha=alpha, transform="logit"
     )

@@ -416,23 +416,15 @@ def flow(
     # ---- per deal
     per_count: dict[str, np.ndarray] = {}
     per_amount: dict[str, np.ndarray] = {}
-    per_stage_count: dict[str, np.ndarray] = {}
-    per_stage_amount: dict[str, np.ndarray] = {}
+    # per (deal, stage) cell: the key and the amount of each row, summed per group below
+    per_stage: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     for name, mask, sign, amt, stg in rows:
         d = deal[mask]
         per_count[name] = sign * np.bincount(d, minlength=n_deals)
         per_amount[name] = np.bincount(d, weights=amt[mask], minlength=n_deals)
-        key = d * n_stage + stg[mask]
-        per_stage_count[name] = sign * np.bincount(key, minlength=n_deals * n_stage)
-        per_stage_amount[name] = np.bincount(key, weights=amt[mask], minlength=n_deals * n_stage)
-    start_key = np.flatnonzero(m0) * n_stage + s0[m0]
-    end_key = np.flatnonzero(m1) * n_stage + s1[m1]
-    per_stage_count["open_start"] = np.bincount(start_key, minlength=n_deals * n_stage)
-    per_stage_amount["open_start"] = np.bincount(
-        start_key, weights=a0[m0], minlength=n_deals * n_stage
-    )
-    per_stage_count["open_end"] = np.bincount(end_key, minlength=n_deals * n_stage)
-    per_stage_amount["open_end"] = np.bincount(end_key, weights=a1[m1], minlength=n_deals * n_stage)
+        per_stage[name] = (d * n_stage + stg[mask], amt[mask], sign)
+    per_stage["open_start"] = (np.flatnonzero(m0) * n_stage + s0[m0], a0[m0], 1)
+    per_stage["open_end"] = (np.flatnonzero(m1) * n_stage + s1[m1], a1[m1], 1)
     per_count["open_start"], per_amount["open_start"] = m0.astype(np.int64), a0
     per_count["open_end"], per_amount["open_end"] = m1.astype(np.int64), a1
     for memo, a_in in (
@@ -481,12 +473,13 @@ def flow(
     # ---- per stage (and group)
     open_names = list(data.pipeline.stages)
     n_open = len(open_names)
+    stage_sums = {
+        c: _group_stage_sums(*per_stage[c], gcode, n_groups, n_stage) for c in stage_components
+    }
     srec = []
     for g in range(n_groups):
-        sel = gcode == g
         for c in stage_components:
-            cnt = per_stage_count[c].reshape(n_deals, n_stage)[sel].sum(axis=0)
-            amt = per_stage_amount[c].reshape(n_deals, n_stage)[sel].sum(axis=0)
+            cnt, amt = stage_sums[c][0][g], stage_sums[c][1][g]
             for s in range(n_open):
                 rec = {
                     C.STAGE: open_names[s],
@@ -541,6 +534,30 @@ def flow(
         by=by,
         notes=(*notes, *mixed_currency_note(data, per_deal[C.DEAL_ID])),
     )
+
+
+def _group_stage_sums(
+    key: np.ndarray,
+    amount: np.ndarray,
+    sign: int,
+    gcode: np.ndarray,
+    n_groups: int,
+    n_stage: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows per (group, stage) times ``sign`` and their amount, ``(n_groups, n_stage)`` each,
+    from the rows' (deal, stage) cells ``key = deal * n_stage + stage``.
+
+    The amounts are added as a dense (deal, stage) table of per-cell sums summed over the
+    group's deals would add them (each cell's rows in order, then the cells in deal order),
+    but only over the cells that occur: a million deals need no table of millions of cells.
+    """
+    cells, inv = np.unique(key, return_inverse=True)
+    where = gcode[cells // n_stage] * n_stage + cells % n_stage
+    n = n_groups * n_stage
+    count = np.bincount(where, weights=np.bincount(inv, minlength=len(cells)), minlength=n)
+    cell_amount = np.bincount(inv, weights=amount, minlength=len(cells))
+    total = np.bincount(where, weights=cell_amount, minlength=n)
+    return sign * count.reshape(n_groups, n_stage), total.reshape(n_groups, n_stage)
 
 
 def _amount_at_end(hs: Any, n_deals: int, t_ns: int) -> np.ndarray:

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
+    "PARALLEL_DEALS",
     "Chart",
     "Header",
     "InputFile",
@@ -108,6 +109,8 @@ class Report:
     header: Header
     sections: tuple[Section, ...]
     left_out: tuple[str, ...] = ()
+    #: Draw the charts in two processes (set by :func:`make_report` on large data).
+    parallel: bool = dataclasses.field(default=False, compare=False, repr=False)
 
     @property
     def titles(self) -> tuple[str, ...]:
@@ -124,7 +127,16 @@ class Report:
     @cached_property
     def _charts(self) -> tuple[bytes | None, ...]:
         """Each section's chart as PNG bytes, drawn once for both formats."""
-        return tuple(chart_png(s) for s in self.sections)
+        if not self.parallel:
+            return tuple(chart_png(s) for s in self.sections)
+        from ._parallel import map_shared
+
+        drawn = [i for i, s in enumerate(self.sections) if s.chart is not None]
+        pngs = map_shared(lambda k: chart_png(self.sections[drawn[k]]), len(drawn))
+        out: list[bytes | None] = [None] * len(self.sections)
+        for i, png in zip(drawn, pngs):
+            out[i] = png
+        return tuple(out)
 
     def html(self) -> str:
         """The report as one self-contained HTML document."""
@@ -246,6 +258,7 @@ def make_report(
     generated_at: Any = None,
     title: str = "Sales funnel report",
     progress: Progress | None = None,
+    parallel: bool | None = None,
 ) -> Report:
     """Run the analyses on ``data`` and arrange them as a report (nothing is written).
 
@@ -278,6 +291,11 @@ def make_report(
     title : str, default "Sales funnel report"
     progress : callable, optional
         ``progress(done, total, label)``, called before each section and at the end.
+    parallel : bool, optional
+        Use a second process (forked, POSIX only) for the backtest, the cohort table and
+        half of the charts, beside the other work: on two cores a large report takes about
+        half the time, at the cost of the second process's memory. Default: from
+        :data:`PARALLEL_DEALS` deals on. The report is the same either way.
 
     Returns
     -------
@@ -297,7 +315,9 @@ def make_report(
     >>> rep.header.by, f"{rep.header.as_of:%Y-%m-%d}"
     ('Segment', '2024-12-31')
     """
-    ctx = _context(data, as_of=as_of, by=by, seed=seed, horizon=horizon, n_sims=n_sims)
+    ctx = _context(
+        data, as_of=as_of, by=by, seed=seed, horizon=horizon, n_sims=n_sims, parallel=parallel
+    )
     cut = ctx.as_of
     header = Header(
         title=title,
@@ -312,7 +332,7 @@ def make_report(
         by=by,
     )
     sections, left_out = build_sections(ctx, progress=progress)
-    return Report(header=header, sections=sections, left_out=left_out)
+    return Report(header=header, sections=sections, left_out=left_out, parallel=ctx.parallel)
 
 
 def build_sections(
@@ -324,19 +344,33 @@ def build_sections(
     export) is left out, and the first section says which and why.
     """
     builders = [(k, b) for k, b in BUILDERS if only is None or k in only]
-    sections: list[Section] = []
-    left_out: list[str] = []
-    reasons: list[str] = []
-    for i, (label, build) in enumerate(builders):
-        if progress is not None:
-            progress(i, len(builders), label)
-        log.info("report: %s", label)
-        try:
-            sections.append(build(ctx))
-        except InsufficientHistoryError as exc:
-            log.info("report: %s left out: %s", label, exc.reason)
-            left_out.append(label)
-            reasons.append(exc.reason)
+    order = list(range(len(builders)))
+    if ctx.parallel and ctx.data.has_stage_history and not ctx.pending:
+        jobs = [job for label, _ in builders for job in _CHILD_JOBS.get(label, ())]
+        if jobs:
+            _start_child(ctx, list(dict.fromkeys(jobs)))
+            # the sections waiting for the second process are built last
+            order.sort(key=lambda i: builders[i][0] in _CHILD_JOBS)
+    built: dict[int, Section] = {}
+    failed: dict[int, str] = {}
+    try:
+        for step, i in enumerate(order):
+            label, build = builders[i]
+            if progress is not None:
+                progress(step, len(builders), label)
+            log.info("report: %s", label)
+            try:
+                built[i] = build(ctx)
+            except InsufficientHistoryError as exc:
+                log.info("report: %s left out: %s", label, exc.reason)
+                failed[i] = exc.reason
+    finally:  # a builder failed: stop work still running elsewhere
+        for pending in ctx.pending.values():
+            pending.cancel()
+        ctx.pending.clear()
+    sections = [built[i] for i in sorted(built)]
+    left_out = [builders[i][0] for i in sorted(failed)]
+    reasons = [failed[i] for i in sorted(failed)]
     if progress is not None:
         progress(len(builders), len(builders), "analyses done")
     if left_out and sections:
@@ -352,6 +386,57 @@ def build_sections(
     return tuple(sections), tuple(left_out)
 
 
+#: The analyses a second process computes on large data, by the section that reads them:
+#: the backtest (the largest single piece of work) and the cohort table with its forecast,
+#: which together weigh about what the other sections weigh.
+_CHILD_JOBS: dict[str, tuple[str, ...]] = {
+    "bookings forecast": ("backtest",),
+    "win-rate trend": ("cohorts", "win_rate_forecast"),
+    "velocity": ("cohorts",),
+}
+#: From this many deals on (and where a process can fork), the report uses two processes:
+#: the analyses of :data:`_CHILD_JOBS`, then half of the charts, run in a forked child
+#: beside the other work.
+PARALLEL_DEALS = 20_000
+
+
+class _Part:
+    """One analysis of the child's answer, or its error (re-raised where it is read)."""
+
+    def __init__(self, pending: Any, name: str) -> None:
+        self.pending, self.name = pending, name
+
+    def result(self) -> Any:
+        ok, value = self.pending.result()[self.name]
+        if not ok:
+            raise value
+        return value
+
+    def cancel(self) -> None:
+        self.pending.cancel()
+
+
+def _start_child(ctx: Context, names: list[str]) -> None:
+    """Compute the Context analyses ``names`` in a forked child, in that order; the
+    Context's properties collect them (see :attr:`Context.pending`)."""
+    from ._parallel import run_forked
+
+    ctx.data.arrays  # derived once here, shared with the child  # noqa: B018
+
+    def work() -> dict[str, tuple[bool, Any]]:
+        out: dict[str, tuple[bool, Any]] = {}
+        for name in names:
+            try:
+                out[name] = (True, getattr(ctx, name))
+            except Exception as exc:  # re-raised in the parent where the section reads it
+                out[name] = (False, exc)
+        return out
+
+    pending = run_forked(work)
+    for name in names:
+        ctx.pending[name] = _Part(pending, name)
+
+
 def _context(
     data: FunnelData,
     *,
@@ -360,6 +445,7 @@ def _context(
     seed: int = 0,
     horizon: str = "90D",
     n_sims: int = 10_000,
+    parallel: bool | None = None,
 ) -> Context:
     """Check the options and cut the data at ``as_of``."""
     if by is not None and by not in data.attributes:
@@ -375,7 +461,18 @@ def _context(
     view = data if cut == data.exported_at else data.as_of(cut)
     if int(n_sims) < 1:
         raise ValueError(f"n_sims must be at least 1, got {n_sims}")
-    return Context(data=view, as_of=cut, by=by, seed=int(seed), horizon=horizon, n_sims=int(n_sims))
+    from ._parallel import can_fork
+
+    return Context(
+        data=view,
+        as_of=cut,
+        by=by,
+        seed=int(seed),
+        horizon=horizon,
+        n_sims=int(n_sims),
+        parallel=(view.n_deals >= PARALLEL_DEALS if parallel is None else bool(parallel))
+        and can_fork(),
+    )
 
 
 def _version() -> str:
@@ -398,6 +495,7 @@ def build_report(
     generated_at: Any = None,
     title: str = "Sales funnel report",
     progress: Progress | None = None,
+    parallel: bool | None = None,
 ) -> dict[str, Path]:
     """Make the report and write it into ``out_dir``; return the written paths by format.
 
@@ -424,5 +522,6 @@ def build_report(
         generated_at=generated_at,
         title=title,
         progress=progress,
+        parallel=parallel,
     )
     return report.write(out_dir, formats=fmts, progress=progress)

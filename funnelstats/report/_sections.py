@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _columns as C
+from .._stays import require_history
 from ..ingest.report import RULES
 from ._model import Chart, Kpi, Section, Table
 from ._style import COLORS, fmt_count, fmt_date, fmt_days, fmt_money, fmt_pct, stage_colors
@@ -58,6 +59,11 @@ class Context:
     seed: int
     horizon: str
     n_sims: int = 10_000
+    #: Hand the backtest, the cohorts and half of the charts to a second process (large
+    #: data, POSIX; see :func:`funnelstats.report.build_sections`).
+    parallel: bool = False
+    #: Analyses computing in another process (:mod:`._parallel`), by name.
+    pending: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def currency(self) -> str | None:
@@ -83,18 +89,58 @@ class Context:
     # analyses several sections read, computed once (they raise InsufficientHistoryError on
     # deal-level data)
     @cached_property
-    def bookings(self) -> Any:
-        from ..forecast import forecast_bookings
+    def cut(self) -> FunnelData:
+        """The data as an export taken at the as-of date would show it (what
+        :func:`~funnelstats.snapshot`, :func:`~funnelstats.forecast_bookings` and
+        :func:`~funnelstats.weighted_pipeline` cut it to), made once for the three; the data
+        itself when the cut would hold the same rows (the usual report, as of the export
+        date), so its derived tables are not made, nor held, twice."""
+        if _cut_is_same(self.data, self.as_of):
+            return self.data
+        return self.data.as_of(self.as_of)
 
-        return forecast_bookings(
-            self.data, as_of=self.as_of, horizon=self.horizon, n_sims=self.n_sims, seed=self.seed
+    @cached_property
+    def open_table(self) -> pd.DataFrame:
+        """The deals open at the as-of date (:func:`funnelstats.snapshot`'s frame), shared by
+        the snapshot, the forecast and the weighted pipeline, as :func:`~funnelstats.backtest`
+        shares it at each cut-off."""
+        from ..snapshot import _open_table
+
+        return _open_table(self.cut, self.as_of)
+
+    @cached_property
+    def bookings(self) -> Any:
+        """:func:`funnelstats.forecast_bookings` at the as-of date."""
+        from ..forecast import _bookings_of_cut
+
+        require_history(self.data, "forecast_bookings")
+        return _bookings_of_cut(
+            self.cut,
+            self.as_of,
+            self.open_table,
+            horizon=self.horizon,
+            n_sims=self.n_sims,
+            seed=self.seed,
         )
 
     @cached_property
     def weighted(self) -> Any:
-        from ..forecast import weighted_pipeline
+        """:func:`funnelstats.weighted_pipeline` at the as-of date over the horizon."""
+        from ..forecast import _days, _weighted_cut
 
-        return weighted_pipeline(self.data, self.as_of, horizon=self.horizon)
+        require_history(self.data, "weighted_pipeline")
+        return _weighted_cut(self.cut, self.as_of, self.open_table, _days(self.horizon), "auto")
+
+    @cached_property
+    def backtest(self) -> Any:
+        """The forecast replayed at past month ends (``None`` when the history is too short);
+        from the second process when it was started there (:func:`.build_sections`)."""
+        part = self.pending.pop("backtest", None)
+        if part is not None:
+            return part.result()
+        from ._sections_forecast import run_backtest
+
+        return run_backtest(self)
 
     @cached_property
     def win_rates(self) -> Any:
@@ -109,16 +155,45 @@ class Context:
         return cycle_time(self.data)
 
     @cached_property
-    def velocity(self) -> Any:
-        from ..forecast import velocity
+    def cohorts(self) -> Any:
+        """Monthly creation cohorts, shared by the win-rate trend and velocity."""
+        from .._forecast_velocity import cohort_table
 
-        return velocity(self.data, freq="M")
+        require_history(self.data, "velocity")
+        part = self.pending.pop("cohorts", None)
+        if part is not None:
+            return part.result()
+        return cohort_table(self.data, freq="M")
+
+    @cached_property
+    def win_rate_forecast(self) -> Any:
+        """:func:`funnelstats.forecast_win_rate` (monthly, 3 periods, 80% intervals) on the
+        shared cohorts."""
+        from ..forecast import _win_rate_forecast_of_cohorts
+
+        part = self.pending.pop("win_rate_forecast", None)
+        if part is not None:
+            return part.result()
+        return _win_rate_forecast_of_cohorts(self.cohorts, freq="M", periods=3, alpha=0.2)
+
+    @cached_property
+    def velocity(self) -> Any:
+        from ..forecast import _velocity_of_cohorts
+
+        return _velocity_of_cohorts(self.data, self.cohorts)
 
     @cached_property
     def snapshot(self) -> Any:
-        from ..snapshot import snapshot
+        """:func:`funnelstats.snapshot` at the as-of date."""
+        from ..snapshot import SnapshotResult, _snapshot_notes
 
-        return snapshot(self.data, self.as_of)
+        require_history(self.data, "snapshot")
+        return SnapshotResult(
+            frame=self.open_table,
+            as_of=self.as_of,
+            n_open=self.cut.pipeline.n_open,
+            notes=_snapshot_notes(self.cut),
+        )
 
     def display_names(self, frame: pd.DataFrame) -> pd.Series:
         """The name of each deal in ``frame`` (by ``deal_id``) where the export has one,
@@ -134,6 +209,26 @@ class Context:
                 ok = names.notna() & (names.astype(str) != "")
                 return names.where(ok, ids).reset_index(drop=True)
         return ids.reset_index(drop=True)
+
+
+def _cut_is_same(data: FunnelData, ts: pd.Timestamp) -> bool:
+    """True when ``data.as_of(ts)`` would be ``data`` again: cut at its export date, no row
+    after it, no undated rows (a cut drops them), every creation date known and not after
+    it, and the rows numbered 0, 1, ... as a cut numbers them."""
+    from ..data import _ns
+
+    if ts != data.exported_at:
+        return False
+    if data.undated is not None and len(data.undated):
+        return False
+    h = data.history
+    index = h.index
+    if not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1):
+        return False
+    if len(h) and not bool((_ns(h[C.AT]) <= ts.value).all()):
+        return False
+    created = data._created
+    return created is None or bool((created.notna() & (created <= ts)).all())
 
 
 _ABS_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s\\/,;:'\"()]+[\\/])+([^\s\\/,;:'\"()]+)")

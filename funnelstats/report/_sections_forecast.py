@@ -17,7 +17,13 @@ from ._style import COLORS, fmt_count, fmt_date, fmt_money, fmt_pct
 if TYPE_CHECKING:
     from matplotlib.figure import FigureBase
 
-__all__ = ["bookings_forecast", "pipeline_flow", "velocity_trend", "win_rate_trend"]
+__all__ = [
+    "bookings_forecast",
+    "pipeline_flow",
+    "run_backtest",
+    "velocity_trend",
+    "win_rate_trend",
+]
 
 #: Past cut-offs the forecast is replayed at (month ends), at most.
 N_CUTOFFS = 6
@@ -83,10 +89,28 @@ def backtest_cutoffs(ctx: Context) -> list[pd.Timestamp]:
 # ---------------------------------------------------------------------- bookings forecast
 
 
-def bookings_forecast(ctx: Context) -> Section:
-    """Expected bookings in the horizon, its range, the CRM baseline and past accuracy."""
+def run_backtest(ctx: Context) -> Any:
+    """The forecast replayed at :func:`backtest_cutoffs` with :func:`backtest_settings`
+    (``None`` when fewer than two month ends qualify)."""
     from ..forecast import backtest
 
+    cutoffs = backtest_cutoffs(ctx)
+    if len(cutoffs) < 2:
+        return None
+    settings = backtest_settings(ctx)
+    return backtest(
+        ctx.data,
+        cutoffs=cutoffs,
+        horizon=ctx.horizon,
+        n_sims=settings.n_sims,
+        n_boot=settings.n_boot,
+        seed=ctx.seed,
+        progress=False,
+    )
+
+
+def bookings_forecast(ctx: Context) -> Section:
+    """Expected bookings in the horizon, its range, the CRM baseline and past accuracy."""
     fc = ctx.bookings
     wp = ctx.weighted
     t = fc.frame.set_index("component")
@@ -131,21 +155,11 @@ def bookings_forecast(ctx: Context) -> Section:
         "stage, with as many days in it, have moved on before, stage by stage; the range "
         "comes from simulating which deals close."
     ]
-    cutoffs = backtest_cutoffs(ctx)
     settings = backtest_settings(ctx)
-    bt = None
+    bt = ctx.backtest
     tables = []
     extra_notes: tuple[str, ...] = ()
-    if len(cutoffs) >= 2:
-        bt = backtest(
-            ctx.data,
-            cutoffs=cutoffs,
-            horizon=ctx.horizon,
-            n_sims=settings.n_sims,
-            n_boot=settings.n_boot,
-            seed=ctx.seed,
-            progress=False,
-        )
+    if bt is not None:
         if settings.lighter:
             extra_notes = (settings.note(ctx.data.n_deals),)
         m = bt.metrics.set_index("method")
@@ -396,9 +410,7 @@ def _draw_flow(fig: FigureBase, fl: Any, labels: dict[str, str]) -> None:
 
 def win_rate_trend(ctx: Context) -> Section:
     """Cohort win rates and their forecast (:func:`funnelstats.forecast_win_rate`)."""
-    from ..forecast import forecast_win_rate
-
-    fc = forecast_win_rate(ctx.data, freq="M", periods=3, alpha=0.2)
+    fc = ctx.win_rate_forecast
     v = ctx.velocity
     f = fc.frame
     obs = f[f["kind"] == "observed"]
