@@ -559,3 +559,15 @@ def test_velocity_section_is_the_product_of_its_parts(rep, sample):
         expected = rec["open_deals"] * rec["avg_won_amount"] * rec["win_rate"] / rec["cycle_days"]
         assert rec["velocity"] == pytest.approx(expected)
         assert row[5] == fmt_money(expected) and row[2] == fmt_money(rec["avg_won_amount"])
+
+
+def test_open_deals_table_explains_expected_against_chance_times_amount(rep, sample):
+    """Expected uses the value-weighted chance; where it differs from amount × the chance
+    shown, the section says why."""
+    section = rep.section("bookings-forecast")
+    deals = fs.forecast_bookings(sample, seed=0).deals.head(8)
+    differs = (
+        (deals["expected_amount"] - deals["amount"] * deals["p_won"]).abs()
+        > 0.005 * deals["amount"] * deals["p_won"]
+    ).any()
+    assert differs == any("weighted by deal value" in n for n in section.notes)

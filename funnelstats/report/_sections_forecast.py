@@ -207,6 +207,13 @@ def bookings_forecast(ctx: Context) -> Section:
     deals = fc.deals
     top = deals.head(8)
     top = top.assign(_name=ctx.display_names(top).to_numpy())
+    by_count = top[C.AMOUNT].to_numpy(dtype=float) * top["p_won"].to_numpy(dtype=float)
+    if np.any(np.abs(top["expected_amount"].to_numpy(dtype=float) - by_count) > 0.005 * by_count):
+        extra_notes += (
+            "Open deals table: Expected is the amount times the chance weighted by deal value "
+            "(in a stage, large deals win at their own rate), so it can differ from the amount "
+            "times the chance shown, which counts every deal alike.",
+        )
     tables.append(
         Table.from_records(
             ["Deal", "Stage", "Amount", f"Chance to win in {h}", "Expected"],
