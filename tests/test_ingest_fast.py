@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import funnelstats as fs
-from funnelstats.ingest import _fastparse, _io, _parse
+from funnelstats.ingest import _fastparse, _io, _parse, validate
 
 TRICKY_TIMES = [
     # the forms the fast path takes
@@ -435,17 +435,17 @@ def test_salesforce_ingest_identical_with_and_without_fast_paths(tmp_path):
     p = tmp_path / "OpportunityHistory.csv"
     export.to_csv(p, index=False)
     kwargs = {"pipeline": sim.pipeline(), "exported_at": sim.truth.exported_at}
-    old = _io._FAST_MIN_BYTES
-    _io._FAST_MIN_BYTES = 0
+    old, old_rows = _io._FAST_MIN_BYTES, validate._PARALLEL_MIN_ROWS
+    _io._FAST_MIN_BYTES, validate._PARALLEL_MIN_ROWS = 0, 0
     try:
         fast = fs.read_salesforce(p, **kwargs)
     finally:
-        _io._FAST_MIN_BYTES = old
-    _io._FAST_MIN_BYTES, _parse.FAST_PATH = 1 << 62, False
+        _io._FAST_MIN_BYTES, validate._PARALLEL_MIN_ROWS = old, old_rows
+    _io._FAST_MIN_BYTES, _parse.FAST_PATH, validate._PARALLEL_MIN_ROWS = 1 << 62, False, 1 << 62
     try:
         slow = fs.read_salesforce(p, **kwargs)
     finally:
-        _io._FAST_MIN_BYTES, _parse.FAST_PATH = old, True
+        _io._FAST_MIN_BYTES, _parse.FAST_PATH, validate._PARALLEL_MIN_ROWS = old, True, old_rows
     for attr in ("history", "events", "deals"):
         pd.testing.assert_frame_equal(getattr(fast, attr), getattr(slow, attr))
     for attr in ("findings", "quarantined", "repairs"):
@@ -457,6 +457,20 @@ def test_salesforce_ingest_identical_with_and_without_fast_paths(tmp_path):
         slow.report.rows_repaired,
     )
     assert fast.report.rows_quarantined == slow.report.rows_quarantined > 0
+
+
+def test_select_rows_from_many_chunks_matches_iloc():
+    import pyarrow as pa
+
+    chunks = [pa.array([f"v{i}-{j}" for j in range(7)] + [None]) for i in range(5)]
+    s = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks)), index=range(100, 140))
+    for pos in ([0, 3, 8, 17, 39], [0], [39], list(range(40)), list(range(1, 40)), []):
+        got = pd.Series(_fastparse.select_rows(s, np.array(pos, dtype=np.int64)))
+        pd.testing.assert_series_equal(got, s.iloc[pos].reset_index(drop=True))
+    with pytest.raises(IndexError):
+        _fastparse.select_rows(s, np.array([40]))
+    with pytest.raises(ValueError):
+        _fastparse.select_rows(s, np.array([3, 3]))
 
 
 def test_take_rows_from_many_chunks_matches_iloc():

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "take_rows"]
+__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "select_rows", "take_rows"]
 
 _REFUSED_SLICE = 1 << 16  # when pyarrow refuses a column, it is retried in slices this long
 
@@ -100,6 +100,29 @@ def take_rows(values: pd.Series, pos: np.ndarray) -> pd.Series:
         back[order] = np.arange(len(order))
         taken = taken.take(pa.array(back))
     return pd.Series(type(arr)(taken), name=values.name)
+
+
+def select_rows(values: pd.Series, pos: np.ndarray) -> Any:
+    """The array of ``values.iloc[pos]`` for increasing ``pos`` (no repeats).
+
+    An arrow column is filtered chunk by chunk (no join of its chunks, no gather through
+    an index); every row kept, the column's own array. Other columns: ``take``.
+    """
+    arr = values.array
+    ca = getattr(arr, "_pa_array", None)
+    pos = np.asarray(pos, dtype=np.int64)
+    n = len(values)
+    if not isinstance(ca, pa.ChunkedArray) or not len(pos):
+        return arr.take(pos)
+    if len(pos) > 1 and not (pos[1:] > pos[:-1]).all():
+        raise ValueError("positions must increase")
+    if pos[0] < 0 or pos[-1] >= n:
+        raise IndexError("positions out of bounds")
+    if len(pos) == n:
+        return arr
+    mask = np.zeros(n, dtype=bool)
+    mask[pos] = True
+    return type(arr)(ca.filter(pa.array(mask)))
 
 
 def _plain(arr: pa.ChunkedArray | pa.Array) -> bool:
