@@ -16,6 +16,7 @@ tricky inputs in ``tests/test_ingest_fast.py``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -217,18 +218,38 @@ _WORDS = {v: _words(v) for vs in _VARIANTS.values() for v, _, _ in vs}
 _SAMPLE = 64
 
 
+_FIT_ROWS = 1 << 13  # rows checked at a time: the temporaries stay in the cache
+
+
+@functools.lru_cache(maxsize=64)
+def _tiled(shape: str, rows: int) -> tuple[np.ndarray, ...]:
+    """The words of ``shape`` repeated for ``rows`` rows (see :func:`_words`)."""
+    return tuple(np.tile(p, rows) for p in _WORDS[shape])
+
+
 def _fits(w: np.ndarray, shape: str) -> np.ndarray:
     """Which rows (as words, see :func:`_as_words`) have ``shape``."""
-    want, high, six, ten = _WORDS[shape]
-    x = w ^ want
-    bad = x & high
-    x += six
-    x &= ten
-    bad |= x
-    out = bad[:, 0]
-    for j in range(1, bad.shape[1]):
-        out = out | bad[:, j]
-    return out == 0
+    k, width = w.shape
+    rows = min(k, _FIT_ROWS)
+    if not rows:
+        return np.zeros(0, dtype=bool)
+    # the pattern repeated for a block of rows: one long loop per operation, not one per row
+    want, high, six, ten = _tiled(shape, rows)
+    out = np.empty(k, dtype=bool)
+    for a in range(0, k, rows):
+        block = w[a : a + rows].reshape(-1)
+        m = len(block)
+        x = block ^ want[:m]
+        bad = x & high[:m]
+        x += six[:m]
+        x &= ten[:m]
+        bad |= x
+        bad = bad.reshape(-1, width)
+        acc = bad[:, 0]
+        for j in range(1, width):
+            acc |= bad[:, j]
+        np.equal(acc, 0, out=out[a : a + rows])
+    return out
 
 
 def _num(m: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -258,8 +279,23 @@ def _cast(arr: pa.ChunkedArray, pos: np.ndarray, target: pa.DataType) -> tuple[n
     return np.concatenate(keep_pos), pa.chunked_array(keep)
 
 
+def _numpy(values: Any, dtype: Any) -> np.ndarray:
+    """An arrow column as one new, writable numpy array (chunk by chunk, no joined copy)."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    out = np.empty(len(values), dtype=dtype)
+    row = 0
+    for c in chunks:
+        out[row : row + len(c)] = c.to_numpy(zero_copy_only=False)
+        row += len(c)
+    return out
+
+
+def _float64(values: Any) -> np.ndarray:
+    return _numpy(values, np.float64)
+
+
 def _int64(values: Any) -> np.ndarray:
-    return np.asarray(values.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return _numpy(values.cast(pa.int64()), np.int64)
 
 
 def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -298,16 +334,25 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
             if zone and zone != "Z":
                 z0 = 10 + t_len
                 good &= _num(mm, z0 + 1, z0 + 3) <= 14
-            rows = rows[good]
+            if not good.all():
+                rows = rows[good]
             todo[rows] = False
-            shaped[pos[rows]] = True
-            naive[pos[rows]] = not zone
+            at = pos[rows] if len(rows) != len(pos) else pos
+            shaped[at] = True
+            naive[at] = not zone
     done = np.zeros(n, dtype=bool)
     ns = np.zeros(n, dtype=np.int64)
     for mask, target in (
         (shaped & ~naive, pa.timestamp("ns", tz="UTC")),
         (shaped & naive, pa.timestamp("ns")),
     ):
+        if mask.all():  # one shape family throughout: cast the column as it is
+            try:
+                ns = _int64(pc.cast(arr, target))
+                done[:] = True
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
         if mask.any():
             got, values = _cast(arr, np.flatnonzero(mask), target)
             ns[got] = _int64(values)
@@ -316,6 +361,40 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 _MAX_DIGITS = 15  # below 2**53: every such decimal reads to its correctly rounded double
+
+
+# per byte: 0 for a digit, 1 for a point, 16 for anything else
+_DECIMAL_CLASS = np.full(256, 16, dtype=np.uint8)
+_DECIMAL_CLASS[ord("0") : ord("9") + 1] = 0
+_DECIMAL_CLASS[ord(".")] = 1
+
+
+def _decimal_shape(starts: np.ndarray, lengths: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Which values of one chunk are plain decimals (see :func:`decimal_amounts`).
+
+    Every byte is classed once; per value, the sum of its classes is the number of points
+    plus 16 for every other byte, taken for all values at once (``np.add.reduceat`` over
+    the offsets), and the first and last bytes must be digits.
+    """
+    k = len(lengths)
+    ok = (lengths >= 1) & (lengths <= _MAX_DIGITS + 1)
+    if not ok.any():
+        return ok
+    lo = int(starts[0])
+    hi = int(starts[-1]) + max(int(lengths[-1]), 0)
+    # one byte more than the values use, so that every start is a valid index
+    cls = np.empty(hi - lo + 1, dtype=np.uint8)
+    np.take(_DECIMAL_CLASS, data[lo:hi], out=cls[:-1])
+    cls[-1] = 16
+    st = starts.astype(np.int64) - lo
+    total = np.add.reduceat(cls, st, dtype=np.int64) if k else np.zeros(0, np.int64)
+    # reduceat sums up to the next start: values are back to back in the buffer (a value's
+    # bytes end where the next one's begin), and the last one runs to the added byte
+    total[-1] -= 16
+    ends = st + np.maximum(lengths, 1) - 1
+    ok &= (total <= 1) & (cls[st] == 0) & (cls[ends] == 0)
+    ok &= (lengths <= _MAX_DIGITS) | (total == 1)
+    return ok
 
 
 def decimal_amounts(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -330,18 +409,14 @@ def decimal_amounts(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | Non
         return None
     n = len(arr)
     shaped = np.zeros(n, dtype=bool)
-    for pos, m in _groups(arr, set(range(1, _MAX_DIGITS + 2))):
-        dot = m == ord(".")
-        digit = (m - np.uint8(48)) <= 9
-        ok = (digit | dot).all(axis=1)
-        if m.shape[1] > 1:
-            n_dot = dot.sum(axis=1)
-            ok &= (n_dot <= 1) & ~dot[:, 0] & ~dot[:, -1]
-            if m.shape[1] == _MAX_DIGITS + 1:
-                ok &= n_dot == 1
-        else:
-            ok &= ~dot[:, 0]
-        shaped[pos[ok]] = True
+    for row, starts, lengths, data in _chunks(arr):
+        shaped[row : row + len(lengths)] = _decimal_shape(starts, lengths, data)
+    if shaped.all():  # every value plain: cast the column as it is
+        try:
+            values = _float64(pc.cast(arr, pa.float64()))
+            return shaped, values
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     values = np.zeros(n, dtype=np.float64)
     done = np.zeros(n, dtype=bool)
     if shaped.any():

@@ -290,8 +290,9 @@ def _parse_fast(values: pd.Series, tz: str, dayfirst: bool | None) -> ParsedTime
         return None
     done, ns, naive = got
     n = len(arr)
-    ns = np.where(done, ns, NAT)
-    naive &= done
+    if not done.all():
+        ns = np.where(done, ns, NAT)
+        naive &= done
     z = np.zeros(n, dtype=bool)
     amb, gap = z.copy(), z.copy()
     if naive.any() and tz.upper() != "UTC":

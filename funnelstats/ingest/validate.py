@@ -393,6 +393,8 @@ def _build_funnel(
         deal_stripped,
     )
     deal = deal_stripped
+    # the deal column's sort codes, while the worker threads parse the other columns
+    deal_codes_all, deal_uniques = _sorted_codes(deal)
 
     # ---- stages
     update_only = (
@@ -537,7 +539,8 @@ def _build_funnel(
 
     # ---- sort: deal, time, pipeline order, source order
     idx = np.flatnonzero(alive)
-    deal_codes, deal_uniques = _sorted_codes(deal, idx)
+    deal_codes = deal_codes_all[idx]
+    deal_codes_all = None  # type: ignore[assignment]
     stage_map = np.append(pd.Index(pipeline.order).get_indexer(stage_names), -1)
     stage_codes = stage_map[stage_all[idx]].astype(np.int64)
     stage_codes[~known_stage[idx]] = -1
@@ -691,7 +694,7 @@ def _build_funnel(
             C.STAGE: pd.Categorical.from_codes(stage_codes, dtype=pipeline.dtype),
             C.AMOUNT: amount[idx],
             C.CLOSE_DATE: pd.DatetimeIndex(close_ns[idx].view("datetime64[ns]")).tz_localize("UTC"),
-            "source_row": table.rows[k.pos[idx]],
+            "source_row": table.rows[idx if mapped.pos is None else k.pos[idx]],
         },
         copy=False,
     )
@@ -940,12 +943,13 @@ def _strip(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     return stripped, missing, changed
 
 
-def _sorted_codes(values: pd.Series, idx: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Codes of ``values[idx]`` that sort as the values do, and the values per code.
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """Codes of every value that sort as the values do (-1 for missing), and the values
+    per code.
 
-    Factorizes the whole column once (no copy of the selected strings) and
-    ranks the distinct values, as ``pd.factorize(values.iloc[idx], sort=True)``
-    orders them; codes of values outside ``idx`` stay unused.
+    Factorizes the whole column once (no copy of the selected strings) and ranks the
+    distinct values, as ``pd.factorize(values.iloc[idx], sort=True)`` orders them for the
+    rows ``idx`` that are kept (codes of values outside them stay unused).
     """
     arr = _arrow_strings(values)
     if arr is not None and len(arr) > 1 and arr.null_count == 0:
@@ -957,13 +961,13 @@ def _sorted_codes(values: pd.Series, idx: np.ndarray) -> tuple[np.ndarray, Any]:
             codes = np.cumsum(new, dtype=np.int64)
             codes -= 1
             firsts = np.flatnonzero(new)
-            return codes[idx], select_rows(values, firsts)
+            return codes, select_rows(values, firsts)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     order = np.asarray(uniques.argsort(), dtype=np.int64)
     rank = np.empty(len(uniques) + 1, dtype=np.int64)
     rank[order] = np.arange(len(uniques))
     rank[-1] = -1
-    return rank[codes[idx]], pd.array(uniques.take(order), dtype="string[pyarrow]")
+    return rank[codes], pd.array(uniques.take(order), dtype="string[pyarrow]")
 
 
 def _is_sorted(deal: np.ndarray, at: np.ndarray, tie: np.ndarray) -> bool:
