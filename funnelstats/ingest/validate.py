@@ -736,6 +736,9 @@ def _build_funnel(
         _created=created_series,
     )
 
+    # the history holds its own copies now: let the full-length columns go
+    amount = close_ns = at_a = stage_codes = None  # type: ignore[assignment]
+
     # ---- facts about the moves (kept as events, counted)
     _count_moves(k, data, idx, n, deal_codes)
     if strict:
@@ -1138,8 +1141,8 @@ def _count_moves(
     np.logical_not(same_stage, out=same_stage)
     same_stage &= same_deal
     moves = np.flatnonzero(same_stage)
-    s = stage[moves].astype(np.int64)
-    nx = stage[moves + 1].astype(np.int64)
+    s = stage[moves].astype(np.int32)
+    nx = stage[moves + 1].astype(np.int32)
     from_kind = kind[s]
     to_kind = kind[nx]
     n_open = data.pipeline.n_open
