@@ -144,15 +144,19 @@ def plain_ends(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
     clean = np.empty(n, dtype=bool)
     for row, starts, lengths, data in _chunks(arr):
         k = len(lengths)
-        ok = lengths <= 0
-        filled = np.flatnonzero(~ok)
-        if len(filled):
-            st = starts[filled]
-            first = data[st]
-            last = data[st + lengths[filled] - 1]
-            ok[filled] = ((first - np.uint8(0x21)) <= 0x5D) & ((last - np.uint8(0x21)) <= 0x5D)
         all_lengths[row : row + k] = lengths
-        clean[row : row + k] = ok
+        ok = clean[row : row + k]
+        np.less_equal(lengths, 0, out=ok)
+        if not len(data) or ok.all():
+            continue
+        # first and last byte of every value (empty values and nulls read a byte in bounds
+        # and are clean anyway)
+        top = len(data) - 1
+        first = data[np.minimum(starts, top)]
+        last = data[np.minimum(starts + np.maximum(lengths, 1) - 1, top)]
+        first -= np.uint8(0x21)
+        last -= np.uint8(0x21)
+        ok |= (first <= 0x5D) & (last <= 0x5D)
     return all_lengths, clean
 
 

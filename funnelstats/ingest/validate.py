@@ -32,7 +32,7 @@ from .report import RULES, IngestReport
 __all__ = ["Mapped", "build_funnel", "resolve_column"]
 
 _EARLY = pd.Timestamp("1990-01-01").value
-#: From this many mapped rows, the timestamp and amount columns are parsed in worker threads
+#: From this many mapped rows, the timestamp and amount columns are parsed in a worker thread
 #: while the deal and stage columns are checked (numpy and pyarrow release the GIL).
 _PARALLEL_MIN_ROWS = 100_000
 _STATUS_KEPT, _STATUS_REPAIRED, _STATUS_QUARANTINED = 0, 1, 2
@@ -297,7 +297,7 @@ def build_funnel(
 
 
 class _Parses:
-    """The column parses, started early in worker threads on large inputs.
+    """The column parses, started early in a worker thread on large inputs.
 
     Each parse is a pure function of its column; its result (or its exception) is taken
     where the sequential code would have called it, so the outcome is the same either way.
@@ -305,7 +305,8 @@ class _Parses:
     """
 
     def __init__(self, n: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=2) if n >= _PARALLEL_MIN_ROWS else None
+        # one worker: with the main thread, two threads for the machine's two cores
+        self._pool = ThreadPoolExecutor(max_workers=1) if n >= _PARALLEL_MIN_ROWS else None
         self._started: dict[str, Future[Any]] = {}
         self._calls: dict[str, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
 
@@ -393,7 +394,7 @@ def _build_funnel(
         deal_stripped,
     )
     deal = deal_stripped
-    # the deal column's sort codes, while the worker threads parse the other columns
+    # the deal column's sort codes, while the worker thread parses the other columns
     deal_codes_all, deal_uniques = _sorted_codes(deal)
 
     # ---- stages
