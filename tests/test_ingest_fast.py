@@ -483,3 +483,30 @@ def test_take_rows_from_many_chunks_matches_iloc():
         pd.testing.assert_series_equal(got, s.iloc[pos].reset_index(drop=True))
     with pytest.raises(IndexError):
         _fastparse.take_rows(s, np.array([40]))
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_column_parses_give_results_and_errors_where_taken(threads, monkeypatch):
+    monkeypatch.setattr(validate, "_PARALLEL_MIN_ROWS", 0 if threads else 1 << 62)
+    calls = []
+
+    def work(x, *, fail=False):
+        calls.append(x)
+        if fail:
+            raise ValueError(f"bad {x}")
+        return x * 2
+
+    with validate._Parses(10) as parses:
+        parses.start("a", work, 1)
+        parses.start("b", work, 2, here=True)
+        parses.start("c", work, 3, fail=True)
+        parses.start("d", work, 4, here=True, fail=True)
+        if not threads:  # one after the other: nothing runs before its result is asked for
+            assert calls == []
+        assert parses.result("a") == 2
+        assert parses.result("b") == 4
+        with pytest.raises(ValueError, match="bad 3"):
+            parses.result("c")
+        with pytest.raises(ValueError, match="bad 4"):
+            parses.result("d")
+    assert sorted(calls) == [1, 2, 3, 4]

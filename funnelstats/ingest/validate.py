@@ -317,11 +317,22 @@ class _Parses:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def start(self, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        if self._pool is not None:
-            self._started[key] = self._pool.submit(fn, *args, **kwargs)
-        else:
+    def start(
+        self, key: str, fn: Callable[..., Any], *args: Any, here: bool = False, **kwargs: Any
+    ) -> None:
+        """Start ``fn(*args, **kwargs)``: in the worker, or (``here``) now in this thread,
+        to balance the two threads; its result or exception is kept for :meth:`result`."""
+        if self._pool is None:
             self._calls[key] = (fn, args, kwargs)
+        elif here:
+            done: Future[Any] = Future()
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except Exception as exc:  # raised where the result is taken, as in sequence
+                done.set_exception(exc)
+            self._started[key] = done
+        else:
+            self._started[key] = self._pool.submit(fn, *args, **kwargs)
 
     def result(self, key: str) -> Any:
         if key in self._started:
@@ -349,8 +360,10 @@ def _build_funnel(
     parses.start("at", parse_timestamps, mapped.at, tz=tz, dayfirst=dayfirst)
     if mapped.amount is not None:
         parses.start("amount", parse_amounts, mapped.amount)
-    if mapped.close_date is not None:
-        parses.start("close_date", parse_timestamps, mapped.close_date, tz=tz, dayfirst=dayfirst)
+    if mapped.close_date is not None:  # the worker has the other two: this one is made here
+        parses.start(
+            "close_date", parse_timestamps, mapped.close_date, here=True, tz=tz, dayfirst=dayfirst
+        )
     notes = list(table.notes) + list(mapped.notes)
     k = _Collector(mapped)
     n = len(mapped.deal)
@@ -509,8 +522,9 @@ def _build_funnel(
         notes.append("no amount column: amounts are unknown")
 
     # ---- expected close date (optional)
-    close_ns = np.full(n, NAT, dtype=np.int64)
-    if mapped.close_date is not None:
+    if mapped.close_date is None:
+        close_ns = np.full(n, NAT, dtype=np.int64)
+    else:
         cd = parses.result("close_date")
         k.repair(
             cd.bad,
@@ -520,14 +534,15 @@ def _build_funnel(
             mapped.close_date,
             None,
         )
-        close_ns = np.where(cd.bad, NAT, cd.ns)
+        close_ns = np.where(cd.bad, NAT, cd.ns) if cd.bad.any() else cd.ns
 
     created = None
     if mapped.created is not None:
         cr = parse_timestamps(mapped.created, tz=tz, dayfirst=dayfirst)
         created = pd.Series(cr.ns, index=deal.to_numpy(dtype=object, na_value=None))
 
-    alive = k.status[k.pos] != _STATUS_QUARANTINED
+    identity = mapped.pos is None and len(k.status) == n  # mapped row i is source row i
+    alive = (k.status if identity else k.status[k.pos]) != _STATUS_QUARANTINED
     # ---- pipeline (stage names factorized once: a stage column holds a handful of names)
     known_stage = ~smiss
     stage_all, stage_names = stage_factorized
@@ -543,7 +558,7 @@ def _build_funnel(
     deal_codes = deal_codes_all[idx]
     deal_codes_all = None  # type: ignore[assignment]
     stage_map = np.append(pd.Index(pipeline.order).get_indexer(stage_names), -1)
-    stage_codes = stage_map[stage_all[idx]].astype(np.int64)
+    stage_codes = stage_map[stage_all[idx]].astype(np.int64, copy=False)
     stage_codes[~known_stage[idx]] = -1
     at_a = at[idx]
     # the full-length parses are no longer needed: let their memory go
@@ -1030,8 +1045,10 @@ def _resolve_pipeline(
     if pipeline is not None and factorized is not None:
         # the common case, every stage known, decided from the codes without touching strings
         codes, names = factorized
-        seen = np.bincount(codes[usable & (codes >= 0)], minlength=len(names)) > 0
         known = set(pipeline.order)
+        if all(str(s) in known for s in np.asarray(names, dtype=object)):
+            return pipeline, None  # every name in the column is a pipeline stage
+        seen = np.bincount(codes[usable & (codes >= 0)], minlength=len(names)) > 0
         if all(str(s) in known for s in np.asarray(names, dtype=object)[seen]):
             return pipeline, None
     present = stage[usable]
