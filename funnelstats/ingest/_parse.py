@@ -149,12 +149,18 @@ def _parse_distinct(values: pd.Series, tz: str, dayfirst: bool | None) -> Parsed
         return None
     sub = parse_timestamps(distinct, tz=tz, dayfirst=dayfirst)
     known = codes >= 0
-    at = np.where(known, codes, 0)
+    every = bool(known.all())  # no missing values: the codes index the parses directly
+    at = codes if every else np.where(known, codes, 0)
 
     def spread(mask: np.ndarray) -> np.ndarray:
-        return np.where(known, mask[at], False) if len(mask) else np.zeros(n, dtype=bool)
+        if not mask.any():
+            return np.zeros(n, dtype=bool)
+        return mask[at] if every else np.where(known, mask[at], False)
 
-    ns = np.where(known, sub.ns[at], NAT) if len(uniques) else np.full(n, NAT, dtype=np.int64)
+    if not len(uniques):
+        ns = np.full(n, NAT, dtype=np.int64)
+    else:
+        ns = sub.ns[at] if every else np.where(known, sub.ns[at], NAT)
     out = ParsedTimes(
         ns,
         spread(sub.missing) | ~known,

@@ -32,6 +32,7 @@ from .report import RULES, IngestReport
 __all__ = ["Mapped", "build_funnel", "resolve_column"]
 
 _EARLY = pd.Timestamp("1990-01-01").value
+_UTC = pd.DatetimeTZDtype("ns", "UTC")
 #: From this many mapped rows, the timestamp and amount columns are parsed in a worker thread
 #: while the deal and stage columns are checked (numpy and pyarrow release the GIL).
 _PARALLEL_MIN_ROWS = 100_000
@@ -706,10 +707,11 @@ def _build_funnel(
             C.DEAL_ID: (select_rows(deal, idx) if not reordered else deal_uniques.take(deal_codes))
             if len(idx)
             else pd.array([], dtype="string[pyarrow]"),
-            C.AT: pd.DatetimeIndex(at_a.view("datetime64[ns]")).tz_localize("UTC"),
+            # nanoseconds since the epoch, UTC: the arrays (fresh copies) are used as they are
+            C.AT: pd.DatetimeIndex(at_a, dtype=_UTC),
             C.STAGE: pd.Categorical.from_codes(stage_codes, dtype=pipeline.dtype),
             C.AMOUNT: amount[idx],
-            C.CLOSE_DATE: pd.DatetimeIndex(close_ns[idx].view("datetime64[ns]")).tz_localize("UTC"),
+            C.CLOSE_DATE: pd.DatetimeIndex(close_ns[idx], dtype=_UTC),
             "source_row": table.rows[idx if mapped.pos is None else k.pos[idx]],
         },
         copy=False,
