@@ -275,8 +275,8 @@ def _arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
         return None
     if not isinstance(arr, pa.ChunkedArray):
         arr = pa.chunked_array([arr])
-    if arr.type != pa.string():
-        arr = arr.cast(pa.string())
+    if arr.type not in (pa.string(), pa.large_string()):
+        arr = arr.cast(pa.large_string())
     return arr
 
 
