@@ -33,6 +33,7 @@ __all__ = ["Mapped", "build_funnel", "resolve_column"]
 
 _EARLY = pd.Timestamp("1990-01-01").value
 _UTC = pd.DatetimeTZDtype("ns", "UTC")
+_ARROW_STRING = pd.StringDtype("pyarrow")
 #: From this many mapped rows, the timestamp and amount columns are parsed in a worker thread
 #: while the deal and stage columns are checked (numpy and pyarrow release the GIL).
 _PARALLEL_MIN_ROWS = 100_000
@@ -704,7 +705,11 @@ def _build_funnel(
         {
             # rows in source order (the usual, sorted export): the kept rows' own strings,
             # selected chunk by chunk; else the sorted distinct ids by code
-            C.DEAL_ID: (select_rows(deal, idx) if not reordered else deal_uniques.take(deal_codes))
+            C.DEAL_ID: (
+                select_rows(deal, idx)
+                if not reordered and deal.dtype == _ARROW_STRING
+                else deal_uniques.take(deal_codes)
+            )
             if len(idx)
             else pd.array([], dtype="string[pyarrow]"),
             # nanoseconds since the epoch, UTC: the arrays (fresh copies) are used as they are
