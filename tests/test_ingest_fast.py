@@ -510,3 +510,49 @@ def test_column_parses_give_results_and_errors_where_taken(threads, monkeypatch)
         with pytest.raises(ValueError, match="bad 4"):
             parses.result("d")
     assert sorted(calls) == [1, 2, 3, 4]
+
+
+def _chunked(values: list, *, seed: int, large: bool) -> pd.Series:
+    """``values`` as arrow strings in chunks of random lengths, each a slice of a longer array
+    (so offsets do not start at 0 and the data buffer holds bytes outside the chunk)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    kind = pa.large_string() if large else pa.string()
+    chunks, i = [], 0
+    while i < len(values):
+        j = min(len(values), i + int(rng.integers(1, 9)))
+        padded = pa.array(["pad é", *values[i:j], "1.5"], type=kind)
+        chunks.append(padded.slice(1, j - i))
+        i = j
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks, type=kind)))
+
+
+@pytest.mark.parametrize("large", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_parsers_on_sliced_chunks_match_the_general_path(large, seed):
+    rng = np.random.default_rng(seed)
+    amounts = list(rng.permutation(np.array(TRICKY_AMOUNTS * 3, dtype=object)))
+    _amounts_both(_chunked(amounts, seed=seed, large=large))
+    times = list(rng.permutation(np.array(TRICKY_TIMES * 2, dtype=object)))
+    _same(*_both(_chunked(times, seed=seed, large=large), tz="Europe/Berlin", dayfirst=True))
+    # one shape throughout (the whole column cast at once), then one value that is not
+    whole = ["2024-01-01T03:01:54.000Z", "2024-02-29T23:59:59.999Z"] * 20
+    _same(*_both(_chunked(whole, seed=seed, large=large)))
+    _same(*_both(_chunked([*whole, "2024-02-30T10:00:00.000Z"], seed=seed, large=large)))
+    plain = ["20600.0", "30503.34", "7"] * 20
+    _amounts_both(_chunked(plain, seed=seed, large=large))
+
+
+@pytest.mark.parametrize("large", [True, False])
+def test_strip_check_of_first_and_last_bytes(large):
+    values = ["a", " a", "a ", "", None, "\ta", "a\n", "ab", "é", "x é", "\u00a0a", "~", "!"] * 3
+    s = _chunked(values, seed=4, large=large)
+    lengths, clean = _fastparse.plain_ends(s.array._pa_array)
+    for v, n, ok in zip(values, lengths, clean):
+        b = b"" if v is None else v.encode()
+        assert n == (-1 if v is None else len(b))
+        # clean: empty, or first and last bytes printable ASCII other than a space
+        assert ok == (not b or (0x21 <= b[0] <= 0x7E and 0x21 <= b[-1] <= 0x7E))
+        if ok:  # surely unchanged by stripping
+            assert v is None or v.strip() == v
