@@ -307,7 +307,7 @@ class _Parses:
     """
 
     def __init__(self, n: int) -> None:
-        # one worker: with the main thread, two threads for the machine's two cores
+        # one worker: with the main thread, two threads at a time
         self._pool = ThreadPoolExecutor(max_workers=1) if n >= _PARALLEL_MIN_ROWS else None
         self._started: dict[str, Future[Any]] = {}
         self._calls: dict[str, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
