@@ -16,7 +16,6 @@ tricky inputs in ``tests/test_ingest_fast.py``).
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Iterator
 from typing import Any
@@ -225,20 +224,23 @@ _SAMPLE = 64
 _FIT_ROWS = 1 << 13  # rows checked at a time: the temporaries stay in the cache
 
 
-@functools.lru_cache(maxsize=64)
-def _tiled(shape: str, rows: int) -> tuple[np.ndarray, ...]:
-    """The words of ``shape`` repeated for ``rows`` rows (see :func:`_words`)."""
-    return tuple(np.tile(p, rows) for p in _WORDS[shape])
+def _tiled(shape: str, rows: int, tiles: dict[tuple[str, int], Any]) -> tuple[np.ndarray, ...]:
+    """The words of ``shape`` repeated for ``rows`` rows (see :func:`_words`), kept in
+    ``tiles`` (one parse's patterns) to be made once per shape and block size."""
+    key = (shape, rows)
+    if key not in tiles:
+        tiles[key] = tuple(np.tile(p, rows) for p in _WORDS[shape])
+    return tiles[key]
 
 
-def _fits(w: np.ndarray, shape: str) -> np.ndarray:
+def _fits(w: np.ndarray, shape: str, tiles: dict[tuple[str, int], Any] | None = None) -> np.ndarray:
     """Which rows (as words, see :func:`_as_words`) have ``shape``."""
     k, width = w.shape
     rows = min(k, _FIT_ROWS)
     if not rows:
         return np.zeros(0, dtype=bool)
     # the pattern repeated for a block of rows: one long loop per operation, not one per row
-    want, high, six, ten = _tiled(shape, rows)
+    want, high, six, ten = _tiled(shape, rows, {} if tiles is None else tiles)
     out = np.empty(k, dtype=bool)
     for a in range(0, k, rows):
         block = w[a : a + rows].reshape(-1)
@@ -318,6 +320,7 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
     n = len(arr)
     shaped = np.zeros(n, dtype=bool)
     naive = np.zeros(n, dtype=bool)
+    tiles: dict[tuple[str, int], Any] = {}
     for pos, m in _groups(arr, set(_VARIANTS)):
         w = _as_words(m)
         todo = np.ones(len(pos), dtype=bool)
@@ -326,9 +329,12 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
             if not len(left):
                 break
             step = max(1, len(left) // _SAMPLE)
-            if not (_fits(w[left[:_SAMPLE]], shape).any() or _fits(w[left[::step]], shape).any()):
+            if not (
+                _fits(w[left[:_SAMPLE]], shape, tiles).any()
+                or _fits(w[left[::step]], shape, tiles).any()
+            ):
                 continue
-            ok = _fits(w if len(left) == len(pos) else w[left], shape)
+            ok = _fits(w if len(left) == len(pos) else w[left], shape, tiles)
             if not ok.any():
                 continue
             rows = left[ok]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import _columns as C
@@ -334,13 +335,22 @@ class _Parses:
                 done.set_exception(exc)
             self._started[key] = done
         else:
-            self._started[key] = self._pool.submit(fn, *args, **kwargs)
+            self._started[key] = self._pool.submit(_in_worker, fn, *args, **kwargs)
 
     def result(self, key: str) -> Any:
         if key in self._started:
             return self._started.pop(key).result()
         fn, args, kwargs = self._calls.pop(key)
         return fn(*args, **kwargs)
+
+
+def _in_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, then the memory arrow cached for this thread handed back
+    (a worker's cache is not released from the main thread, and it would stay resident)."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        pa.default_memory_pool().release_unused()
 
 
 def _build_funnel(
