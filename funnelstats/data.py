@@ -358,6 +358,22 @@ def _to_utc(ns: np.ndarray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC")
 
 
+def _first_rows(values: pd.Series, pos: np.ndarray) -> pd.Series:
+    """``values.iloc[pos]`` (``pos`` increasing) with a fresh index.
+
+    An arrow column of many chunks is filtered chunk by chunk: ``iloc`` would join its
+    chunks first (a copy of the whole column).
+    """
+    ca = getattr(values.array, "_pa_array", None)
+    if ca is not None and getattr(ca, "num_chunks", 1) > 1 and len(pos):
+        import pyarrow as pa
+
+        mask = np.zeros(len(values), dtype=bool)
+        mask[pos] = True
+        return pd.Series(type(values.array)(ca.filter(pa.array(mask))), name=values.name)
+    return values.iloc[pos].reset_index(drop=True)
+
+
 def _derive(
     history: pd.DataFrame,
     pipeline: Pipeline,
@@ -435,7 +451,7 @@ def _derive(
 
     deals = pd.DataFrame(
         {
-            C.DEAL_ID: deal_ids.iloc[first_row].reset_index(drop=True),
+            C.DEAL_ID: _first_rows(deal_ids, first_row),
             C.CREATED_AT: _to_utc(created_at),
             C.OUTCOME: pd.Categorical.from_codes(outcome_code, categories=list(C.OUTCOMES)),
             C.CLOSED_AT: _to_utc(closed),

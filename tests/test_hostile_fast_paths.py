@@ -2,7 +2,8 @@
 
 Ingest has fast paths (``_io._read_text_fast``: files of ``_io._FAST_MIN_BYTES`` or more read
 by pyarrow straight from disk; ``_parse``: common ISO timestamps and plain decimals read from
-their bytes, columns of few distinct values parsed once per value). Every case of the hostile
+their bytes, columns of few distinct values parsed once per value; ``validate``: from
+``_PARALLEL_MIN_ROWS`` rows the column parses run in worker threads). Every case of the hostile
 corpus (tests/data/hostile, EXPECTED.toml) is read
 
 - at its natural size with every fast path forced on (the size threshold lowered to 0, the
@@ -35,7 +36,7 @@ from test_properties_ingest import dialects, exports, write_export
 
 import funnelstats as fs
 from funnelstats import FunnelDataError
-from funnelstats.ingest import _io, _parse
+from funnelstats.ingest import _io, _parse, validate
 
 NEVER = 1 << 62
 
@@ -80,14 +81,18 @@ FAST_READER_TAKES = {
 def fast_paths(on: bool, *, threshold: int | None = None) -> Iterator[None]:
     """Every fast path forced on (``on``) or off; ``threshold`` sets the reader's size limit."""
     saved = (_io._FAST_MIN_BYTES, _parse.FAST_PATH, _parse._SAMPLE_ROWS, _parse._FEW)
+    saved_rows = validate._PARALLEL_MIN_ROWS
     _io._FAST_MIN_BYTES = threshold if threshold is not None else (0 if on else NEVER)
     _parse.FAST_PATH = on
+    # the column parses in worker threads (on) or one after the other (off)
+    validate._PARALLEL_MIN_ROWS = 0 if on else NEVER
     if on:  # any column with a repeated value is parsed once per distinct value
         _parse._SAMPLE_ROWS, _parse._FEW = 0, 1 - 1e-9
     try:
         yield
     finally:
         _io._FAST_MIN_BYTES, _parse.FAST_PATH, _parse._SAMPLE_ROWS, _parse._FEW = saved
+        validate._PARALLEL_MIN_ROWS = saved_rows
 
 
 def outcome(path: Path, kw: dict) -> dict:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import funnelstats as fs
-from funnelstats.ingest import _fastparse, _io, _parse
+from funnelstats.ingest import _fastparse, _io, _parse, validate
 
 TRICKY_TIMES = [
     # the forms the fast path takes
@@ -435,17 +435,17 @@ def test_salesforce_ingest_identical_with_and_without_fast_paths(tmp_path):
     p = tmp_path / "OpportunityHistory.csv"
     export.to_csv(p, index=False)
     kwargs = {"pipeline": sim.pipeline(), "exported_at": sim.truth.exported_at}
-    old = _io._FAST_MIN_BYTES
-    _io._FAST_MIN_BYTES = 0
+    old, old_rows = _io._FAST_MIN_BYTES, validate._PARALLEL_MIN_ROWS
+    _io._FAST_MIN_BYTES, validate._PARALLEL_MIN_ROWS = 0, 0
     try:
         fast = fs.read_salesforce(p, **kwargs)
     finally:
-        _io._FAST_MIN_BYTES = old
-    _io._FAST_MIN_BYTES, _parse.FAST_PATH = 1 << 62, False
+        _io._FAST_MIN_BYTES, validate._PARALLEL_MIN_ROWS = old, old_rows
+    _io._FAST_MIN_BYTES, _parse.FAST_PATH, validate._PARALLEL_MIN_ROWS = 1 << 62, False, 1 << 62
     try:
         slow = fs.read_salesforce(p, **kwargs)
     finally:
-        _io._FAST_MIN_BYTES, _parse.FAST_PATH = old, True
+        _io._FAST_MIN_BYTES, _parse.FAST_PATH, validate._PARALLEL_MIN_ROWS = old, True, old_rows
     for attr in ("history", "events", "deals"):
         pd.testing.assert_frame_equal(getattr(fast, attr), getattr(slow, attr))
     for attr in ("findings", "quarantined", "repairs"):
@@ -459,6 +459,20 @@ def test_salesforce_ingest_identical_with_and_without_fast_paths(tmp_path):
     assert fast.report.rows_quarantined == slow.report.rows_quarantined > 0
 
 
+def test_select_rows_from_many_chunks_matches_iloc():
+    import pyarrow as pa
+
+    chunks = [pa.array([f"v{i}-{j}" for j in range(7)] + [None]) for i in range(5)]
+    s = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks)), index=range(100, 140))
+    for pos in ([0, 3, 8, 17, 39], [0], [39], list(range(40)), list(range(1, 40)), []):
+        got = pd.Series(_fastparse.select_rows(s, np.array(pos, dtype=np.int64)))
+        pd.testing.assert_series_equal(got, s.iloc[pos].reset_index(drop=True))
+    with pytest.raises(IndexError):
+        _fastparse.select_rows(s, np.array([40]))
+    with pytest.raises(ValueError):
+        _fastparse.select_rows(s, np.array([3, 3]))
+
+
 def test_take_rows_from_many_chunks_matches_iloc():
     import pyarrow as pa
 
@@ -469,3 +483,76 @@ def test_take_rows_from_many_chunks_matches_iloc():
         pd.testing.assert_series_equal(got, s.iloc[pos].reset_index(drop=True))
     with pytest.raises(IndexError):
         _fastparse.take_rows(s, np.array([40]))
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_column_parses_give_results_and_errors_where_taken(threads, monkeypatch):
+    monkeypatch.setattr(validate, "_PARALLEL_MIN_ROWS", 0 if threads else 1 << 62)
+    calls = []
+
+    def work(x, *, fail=False):
+        calls.append(x)
+        if fail:
+            raise ValueError(f"bad {x}")
+        return x * 2
+
+    with validate._Parses(10) as parses:
+        parses.start("a", work, 1)
+        parses.start("b", work, 2, here=True)
+        parses.start("c", work, 3, fail=True)
+        parses.start("d", work, 4, here=True, fail=True)
+        if not threads:  # one after the other: nothing runs before its result is asked for
+            assert calls == []
+        assert parses.result("a") == 2
+        assert parses.result("b") == 4
+        with pytest.raises(ValueError, match="bad 3"):
+            parses.result("c")
+        with pytest.raises(ValueError, match="bad 4"):
+            parses.result("d")
+    assert sorted(calls) == [1, 2, 3, 4]
+
+
+def _chunked(values: list, *, seed: int, large: bool) -> pd.Series:
+    """``values`` as arrow strings in chunks of random lengths, each a slice of a longer array
+    (so offsets do not start at 0 and the data buffer holds bytes outside the chunk)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    kind = pa.large_string() if large else pa.string()
+    chunks, i = [], 0
+    while i < len(values):
+        j = min(len(values), i + int(rng.integers(1, 9)))
+        padded = pa.array(["pad é", *values[i:j], "1.5"], type=kind)
+        chunks.append(padded.slice(1, j - i))
+        i = j
+    return pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks, type=kind)))
+
+
+@pytest.mark.parametrize("large", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_parsers_on_sliced_chunks_match_the_general_path(large, seed):
+    rng = np.random.default_rng(seed)
+    amounts = list(rng.permutation(np.array(TRICKY_AMOUNTS * 3, dtype=object)))
+    _amounts_both(_chunked(amounts, seed=seed, large=large))
+    times = list(rng.permutation(np.array(TRICKY_TIMES * 2, dtype=object)))
+    _same(*_both(_chunked(times, seed=seed, large=large), tz="Europe/Berlin", dayfirst=True))
+    # one shape throughout (the whole column cast at once), then one value that is not
+    whole = ["2024-01-01T03:01:54.000Z", "2024-02-29T23:59:59.999Z"] * 20
+    _same(*_both(_chunked(whole, seed=seed, large=large)))
+    _same(*_both(_chunked([*whole, "2024-02-30T10:00:00.000Z"], seed=seed, large=large)))
+    plain = ["20600.0", "30503.34", "7"] * 20
+    _amounts_both(_chunked(plain, seed=seed, large=large))
+
+
+@pytest.mark.parametrize("large", [True, False])
+def test_strip_check_of_first_and_last_bytes(large):
+    values = ["a", " a", "a ", "", None, "\ta", "a\n", "ab", "é", "x é", "\u00a0a", "~", "!"] * 3
+    s = _chunked(values, seed=4, large=large)
+    lengths, clean = _fastparse.plain_ends(s.array._pa_array)
+    for v, n, ok in zip(values, lengths, clean):
+        b = b"" if v is None else v.encode()
+        assert n == (-1 if v is None else len(b))
+        # clean: empty, or first and last bytes printable ASCII other than a space
+        assert ok == (not b or (0x21 <= b[0] <= 0x7E and 0x21 <= b[-1] <= 0x7E))
+        if ok:  # surely unchanged by stripping
+            assert v is None or v.strip() == v

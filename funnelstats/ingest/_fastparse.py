@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "take_rows"]
+__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "select_rows", "take_rows"]
 
 _REFUSED_SLICE = 1 << 16  # when pyarrow refuses a column, it is retried in slices this long
 
@@ -102,6 +102,29 @@ def take_rows(values: pd.Series, pos: np.ndarray) -> pd.Series:
     return pd.Series(type(arr)(taken), name=values.name)
 
 
+def select_rows(values: pd.Series, pos: np.ndarray) -> Any:
+    """The array of ``values.iloc[pos]`` for increasing ``pos`` (no repeats).
+
+    An arrow column is filtered chunk by chunk (no join of its chunks, no gather through
+    an index); every row kept, the column's own array. Other columns: ``take``.
+    """
+    arr = values.array
+    ca = getattr(arr, "_pa_array", None)
+    pos = np.asarray(pos, dtype=np.int64)
+    n = len(values)
+    if not isinstance(ca, pa.ChunkedArray) or not len(pos):
+        return arr.take(pos)
+    if len(pos) > 1 and not (pos[1:] > pos[:-1]).all():
+        raise ValueError("positions must increase")
+    if pos[0] < 0 or pos[-1] >= n:
+        raise IndexError("positions out of bounds")
+    if len(pos) == n:
+        return arr
+    mask = np.zeros(n, dtype=bool)
+    mask[pos] = True
+    return type(arr)(ca.filter(pa.array(mask)))
+
+
 def _plain(arr: pa.ChunkedArray | pa.Array) -> bool:
     return arr.type in (pa.string(), pa.large_string())
 
@@ -120,15 +143,19 @@ def plain_ends(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
     clean = np.empty(n, dtype=bool)
     for row, starts, lengths, data in _chunks(arr):
         k = len(lengths)
-        ok = lengths <= 0
-        filled = np.flatnonzero(~ok)
-        if len(filled):
-            st = starts[filled]
-            first = data[st]
-            last = data[st + lengths[filled] - 1]
-            ok[filled] = ((first - np.uint8(0x21)) <= 0x5D) & ((last - np.uint8(0x21)) <= 0x5D)
         all_lengths[row : row + k] = lengths
-        clean[row : row + k] = ok
+        ok = clean[row : row + k]
+        np.less_equal(lengths, 0, out=ok)
+        if not len(data) or ok.all():
+            continue
+        # first and last byte of every value (empty values and nulls read a byte in bounds
+        # and are clean anyway)
+        top = len(data) - 1
+        first = data[np.minimum(starts, top)]
+        last = data[np.minimum(starts + np.maximum(lengths, 1) - 1, top)]
+        first -= np.uint8(0x21)
+        last -= np.uint8(0x21)
+        ok |= (first <= 0x5D) & (last <= 0x5D)
     return all_lengths, clean
 
 
@@ -194,18 +221,41 @@ _WORDS = {v: _words(v) for vs in _VARIANTS.values() for v, _, _ in vs}
 _SAMPLE = 64
 
 
-def _fits(w: np.ndarray, shape: str) -> np.ndarray:
+_FIT_ROWS = 1 << 13  # rows checked at a time: the temporaries stay in the cache
+
+
+def _tiled(shape: str, rows: int, tiles: dict[tuple[str, int], Any]) -> tuple[np.ndarray, ...]:
+    """The words of ``shape`` repeated for ``rows`` rows (see :func:`_words`), kept in
+    ``tiles`` (one parse's patterns) to be made once per shape and block size."""
+    key = (shape, rows)
+    if key not in tiles:
+        tiles[key] = tuple(np.tile(p, rows) for p in _WORDS[shape])
+    return tiles[key]
+
+
+def _fits(w: np.ndarray, shape: str, tiles: dict[tuple[str, int], Any] | None = None) -> np.ndarray:
     """Which rows (as words, see :func:`_as_words`) have ``shape``."""
-    want, high, six, ten = _WORDS[shape]
-    x = w ^ want
-    bad = x & high
-    x += six
-    x &= ten
-    bad |= x
-    out = bad[:, 0]
-    for j in range(1, bad.shape[1]):
-        out = out | bad[:, j]
-    return out == 0
+    k, width = w.shape
+    rows = min(k, _FIT_ROWS)
+    if not rows:
+        return np.zeros(0, dtype=bool)
+    # the pattern repeated for a block of rows: one long loop per operation, not one per row
+    want, high, six, ten = _tiled(shape, rows, {} if tiles is None else tiles)
+    out = np.empty(k, dtype=bool)
+    for a in range(0, k, rows):
+        block = w[a : a + rows].reshape(-1)
+        m = len(block)
+        x = block ^ want[:m]
+        bad = x & high[:m]
+        x += six[:m]
+        x &= ten[:m]
+        bad |= x
+        bad = bad.reshape(-1, width)
+        acc = bad[:, 0]
+        for j in range(1, width):
+            acc |= bad[:, j]
+        np.equal(acc, 0, out=out[a : a + rows])
+    return out
 
 
 def _num(m: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -235,8 +285,23 @@ def _cast(arr: pa.ChunkedArray, pos: np.ndarray, target: pa.DataType) -> tuple[n
     return np.concatenate(keep_pos), pa.chunked_array(keep)
 
 
+def _numpy(values: Any, dtype: Any) -> np.ndarray:
+    """An arrow column as one new, writable numpy array (chunk by chunk, no joined copy)."""
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    out = np.empty(len(values), dtype=dtype)
+    row = 0
+    for c in chunks:
+        out[row : row + len(c)] = c.to_numpy(zero_copy_only=False)
+        row += len(c)
+    return out
+
+
+def _float64(values: Any) -> np.ndarray:
+    return _numpy(values, np.float64)
+
+
 def _int64(values: Any) -> np.ndarray:
-    return np.asarray(values.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return _numpy(values.cast(pa.int64()), np.int64)
 
 
 def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -255,6 +320,7 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
     n = len(arr)
     shaped = np.zeros(n, dtype=bool)
     naive = np.zeros(n, dtype=bool)
+    tiles: dict[tuple[str, int], Any] = {}
     for pos, m in _groups(arr, set(_VARIANTS)):
         w = _as_words(m)
         todo = np.ones(len(pos), dtype=bool)
@@ -263,9 +329,12 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
             if not len(left):
                 break
             step = max(1, len(left) // _SAMPLE)
-            if not (_fits(w[left[:_SAMPLE]], shape).any() or _fits(w[left[::step]], shape).any()):
+            if not (
+                _fits(w[left[:_SAMPLE]], shape, tiles).any()
+                or _fits(w[left[::step]], shape, tiles).any()
+            ):
                 continue
-            ok = _fits(w if len(left) == len(pos) else w[left], shape)
+            ok = _fits(w if len(left) == len(pos) else w[left], shape, tiles)
             if not ok.any():
                 continue
             rows = left[ok]
@@ -275,16 +344,25 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
             if zone and zone != "Z":
                 z0 = 10 + t_len
                 good &= _num(mm, z0 + 1, z0 + 3) <= 14
-            rows = rows[good]
+            if not good.all():
+                rows = rows[good]
             todo[rows] = False
-            shaped[pos[rows]] = True
-            naive[pos[rows]] = not zone
+            at = pos[rows] if len(rows) != len(pos) else pos
+            shaped[at] = True
+            naive[at] = not zone
     done = np.zeros(n, dtype=bool)
     ns = np.zeros(n, dtype=np.int64)
     for mask, target in (
         (shaped & ~naive, pa.timestamp("ns", tz="UTC")),
         (shaped & naive, pa.timestamp("ns")),
     ):
+        if mask.all():  # one shape family throughout: cast the column as it is
+            try:
+                ns = _int64(pc.cast(arr, target))
+                done[:] = True
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
         if mask.any():
             got, values = _cast(arr, np.flatnonzero(mask), target)
             ns[got] = _int64(values)
@@ -293,6 +371,40 @@ def iso_timestamps(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 _MAX_DIGITS = 15  # below 2**53: every such decimal reads to its correctly rounded double
+
+
+# per byte: 0 for a digit, 1 for a point, 16 for anything else
+_DECIMAL_CLASS = np.full(256, 16, dtype=np.uint8)
+_DECIMAL_CLASS[ord("0") : ord("9") + 1] = 0
+_DECIMAL_CLASS[ord(".")] = 1
+
+
+def _decimal_shape(starts: np.ndarray, lengths: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Which values of one chunk are plain decimals (see :func:`decimal_amounts`).
+
+    Every byte is classed once; per value, the sum of its classes is the number of points
+    plus 16 for every other byte, taken for all values at once (``np.add.reduceat`` over
+    the offsets), and the first and last bytes must be digits.
+    """
+    k = len(lengths)
+    ok = (lengths >= 1) & (lengths <= _MAX_DIGITS + 1)
+    if not ok.any():
+        return ok
+    lo = int(starts[0])
+    hi = int(starts[-1]) + max(int(lengths[-1]), 0)
+    # one byte more than the values use, so that every start is a valid index
+    cls = np.empty(hi - lo + 1, dtype=np.uint8)
+    np.take(_DECIMAL_CLASS, data[lo:hi], out=cls[:-1])
+    cls[-1] = 16
+    st = starts.astype(np.int64) - lo
+    total = np.add.reduceat(cls, st, dtype=np.int64) if k else np.zeros(0, np.int64)
+    # reduceat sums up to the next start: values are back to back in the buffer (a value's
+    # bytes end where the next one's begin), and the last one runs to the added byte
+    total[-1] -= 16
+    ends = st + np.maximum(lengths, 1) - 1
+    ok &= (total <= 1) & (cls[st] == 0) & (cls[ends] == 0)
+    ok &= (lengths <= _MAX_DIGITS) | (total == 1)
+    return ok
 
 
 def decimal_amounts(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -307,18 +419,14 @@ def decimal_amounts(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | Non
         return None
     n = len(arr)
     shaped = np.zeros(n, dtype=bool)
-    for pos, m in _groups(arr, set(range(1, _MAX_DIGITS + 2))):
-        dot = m == ord(".")
-        digit = (m - np.uint8(48)) <= 9
-        ok = (digit | dot).all(axis=1)
-        if m.shape[1] > 1:
-            n_dot = dot.sum(axis=1)
-            ok &= (n_dot <= 1) & ~dot[:, 0] & ~dot[:, -1]
-            if m.shape[1] == _MAX_DIGITS + 1:
-                ok &= n_dot == 1
-        else:
-            ok &= ~dot[:, 0]
-        shaped[pos[ok]] = True
+    for row, starts, lengths, data in _chunks(arr):
+        shaped[row : row + len(lengths)] = _decimal_shape(starts, lengths, data)
+    if shaped.all():  # every value plain: cast the column as it is
+        try:
+            values = _float64(pc.cast(arr, pa.float64()))
+            return shaped, values
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     values = np.zeros(n, dtype=np.float64)
     done = np.zeros(n, dtype=bool)
     if shaped.any():

@@ -489,8 +489,10 @@ def _read_text_fast(
                 parse_options=_parse_options(
                     delim, None, quotes=newlines, ignore_empty_lines=quotes > 0
                 ),
+                # large_string: the storage of pandas' arrow strings, so the columns
+                # become pandas columns without a copy of their offsets
                 convert_options=pacsv.ConvertOptions(
-                    column_types={n: pa.string() for n in names}, strings_can_be_null=False
+                    column_types={n: pa.large_string() for n in names}, strings_can_be_null=False
                 ),
             )
             break
@@ -507,7 +509,7 @@ def _read_text_fast(
             table = table.slice(0, n_rows - len(empty))
     if table.num_rows == 0:
         return None
-    frame = table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+    frame = table.to_pandas(types_mapper={pa.large_string(): pd.StringDtype("pyarrow")}.get)
     # the parser's block buffers are free now: hand them back rather than keep them cached
     pa.default_memory_pool().release_unused()
     return Table(frame, name, np.arange(len(frame)) + 2, notes=notes)
@@ -591,11 +593,12 @@ def _empty_cells(col: pa.ChunkedArray) -> np.ndarray:
     out, row = [], 0
     for chunk in col.chunks:
         n = len(chunk)
-        if chunk.type != pa.string() or chunk.null_count:  # pragma: no cover - read as text
+        if chunk.type not in (pa.string(), pa.large_string()) or chunk.null_count:
             lengths = pc.binary_length(chunk).fill_null(-1).to_numpy(zero_copy_only=False)
             out.append(np.flatnonzero(lengths == 0) + row)
         elif n:
-            off = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+            wide = chunk.type == pa.large_string()
+            off = np.frombuffer(chunk.buffers()[1], dtype=np.int64 if wide else np.int32)
             off = off[chunk.offset : chunk.offset + n + 1]
             out.append(np.flatnonzero(off[1:] == off[:-1]) + row)
         row += n

@@ -149,12 +149,18 @@ def _parse_distinct(values: pd.Series, tz: str, dayfirst: bool | None) -> Parsed
         return None
     sub = parse_timestamps(distinct, tz=tz, dayfirst=dayfirst)
     known = codes >= 0
-    at = np.where(known, codes, 0)
+    every = bool(known.all())  # no missing values: the codes index the parses directly
+    at = codes if every else np.where(known, codes, 0)
 
     def spread(mask: np.ndarray) -> np.ndarray:
-        return np.where(known, mask[at], False) if len(mask) else np.zeros(n, dtype=bool)
+        if not mask.any():
+            return np.zeros(n, dtype=bool)
+        return mask[at] if every else np.where(known, mask[at], False)
 
-    ns = np.where(known, sub.ns[at], NAT) if len(uniques) else np.full(n, NAT, dtype=np.int64)
+    if not len(uniques):
+        ns = np.full(n, NAT, dtype=np.int64)
+    else:
+        ns = sub.ns[at] if every else np.where(known, sub.ns[at], NAT)
     out = ParsedTimes(
         ns,
         spread(sub.missing) | ~known,
@@ -269,8 +275,8 @@ def _arrow_strings(values: pd.Series) -> pa.ChunkedArray | None:
         return None
     if not isinstance(arr, pa.ChunkedArray):
         arr = pa.chunked_array([arr])
-    if arr.type != pa.string():
-        arr = arr.cast(pa.string())
+    if arr.type not in (pa.string(), pa.large_string()):
+        arr = arr.cast(pa.large_string())
     return arr
 
 
@@ -290,8 +296,9 @@ def _parse_fast(values: pd.Series, tz: str, dayfirst: bool | None) -> ParsedTime
         return None
     done, ns, naive = got
     n = len(arr)
-    ns = np.where(done, ns, NAT)
-    naive &= done
+    if not done.all():
+        ns = np.where(done, ns, NAT)
+        naive &= done
     z = np.zeros(n, dtype=bool)
     amb, gap = z.copy(), z.copy()
     if naive.any() and tz.upper() != "UTC":

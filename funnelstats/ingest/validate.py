@@ -11,18 +11,21 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import _columns as C
 from ..data import FunnelData, to_timestamp
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline, suggest_stage
-from ._fastparse import plain_ends, take_rows
+from ._fastparse import plain_ends, select_rows, take_rows
 from ._io import Table
 from ._parse import NAT, _arrow_strings, parse_amounts, parse_timestamps
 from .report import RULES, IngestReport
@@ -30,6 +33,11 @@ from .report import RULES, IngestReport
 __all__ = ["Mapped", "build_funnel", "resolve_column"]
 
 _EARLY = pd.Timestamp("1990-01-01").value
+_UTC = pd.DatetimeTZDtype("ns", "UTC")
+_ARROW_STRING = pd.StringDtype("pyarrow")
+#: From this many mapped rows, the timestamp and amount columns are parsed in a worker thread
+#: while the deal and stage columns are checked (numpy and pyarrow release the GIL).
+_PARALLEL_MIN_ROWS = 100_000
 _STATUS_KEPT, _STATUS_REPAIRED, _STATUS_QUARANTINED = 0, 1, 2
 
 
@@ -277,12 +285,97 @@ def build_funnel(
     """
     if on_unknown_stage not in ("error", "quarantine", "add"):
         raise ValueError("on_unknown_stage must be 'error', 'quarantine' or 'add'")
+    _check_tz(tz or "UTC")
+    with _Parses(len(mapped.deal)) as parses:
+        return _build_funnel(
+            mapped,
+            parses,
+            pipeline=pipeline,
+            tz=tz,
+            strict=strict,
+            exported_at=exported_at,
+            on_unknown_stage=on_unknown_stage,
+            dayfirst=dayfirst,
+        )
+
+
+class _Parses:
+    """The column parses, started early in a worker thread on large inputs.
+
+    Each parse is a pure function of its column; its result (or its exception) is taken
+    where the sequential code would have called it, so the outcome is the same either way.
+    Small inputs run each parse when its result is asked for.
+    """
+
+    def __init__(self, n: int) -> None:
+        # one worker: with the main thread, two threads at a time
+        self._pool = ThreadPoolExecutor(max_workers=1) if n >= _PARALLEL_MIN_ROWS else None
+        self._started: dict[str, Future[Any]] = {}
+        self._calls: dict[str, tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = {}
+
+    def __enter__(self) -> _Parses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def start(
+        self, key: str, fn: Callable[..., Any], *args: Any, here: bool = False, **kwargs: Any
+    ) -> None:
+        """Start ``fn(*args, **kwargs)``: in the worker, or (``here``) now in this thread,
+        to balance the two threads; its result or exception is kept for :meth:`result`."""
+        if self._pool is None:
+            self._calls[key] = (fn, args, kwargs)
+        elif here:
+            done: Future[Any] = Future()
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except Exception as exc:  # raised where the result is taken, as in sequence
+                done.set_exception(exc)
+            self._started[key] = done
+        else:
+            self._started[key] = self._pool.submit(_in_worker, fn, *args, **kwargs)
+
+    def result(self, key: str) -> Any:
+        if key in self._started:
+            return self._started.pop(key).result()
+        fn, args, kwargs = self._calls.pop(key)
+        return fn(*args, **kwargs)
+
+
+def _in_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, then the memory arrow cached for this thread handed back
+    (a worker's cache is not released from the main thread, and it would stay resident)."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        pa.default_memory_pool().release_unused()
+
+
+def _build_funnel(
+    mapped: Mapped,
+    parses: _Parses,
+    *,
+    pipeline: Pipeline | None,
+    tz: str | None,
+    strict: bool,
+    exported_at: Any,
+    on_unknown_stage: str,
+    dayfirst: bool | None,
+) -> FunnelData:
     table = mapped.table
     cols = mapped.columns
     col = cols.get
     tz_given = tz is not None
     tz = tz or "UTC"
-    _check_tz(tz)
+    parses.start("at", parse_timestamps, mapped.at, tz=tz, dayfirst=dayfirst)
+    if mapped.amount is not None:
+        parses.start("amount", parse_amounts, mapped.amount)
+    if mapped.close_date is not None:  # the worker has the other two: this one is made here
+        parses.start(
+            "close_date", parse_timestamps, mapped.close_date, here=True, tz=tz, dayfirst=dayfirst
+        )
     notes = list(table.notes) + list(mapped.notes)
     k = _Collector(mapped)
     n = len(mapped.deal)
@@ -326,6 +419,8 @@ def build_funnel(
         deal_stripped,
     )
     deal = deal_stripped
+    # the deal column's sort codes, while the worker thread parses the other columns
+    deal_codes_all, deal_uniques = _sorted_codes(deal)
 
     # ---- stages
     update_only = (
@@ -353,7 +448,7 @@ def build_funnel(
     stage, stage_factorized = _stage_variants(k, stage_stripped, pipeline, col("stage"))
 
     # ---- time of the change
-    times = parse_timestamps(mapped.at, tz=tz, dayfirst=dayfirst)
+    times = parses.result("at")
     if times.ambiguous_format:
         pos = k.pos[times.ambiguous_example] if times.ambiguous_example is not None else None
         raise table.error(
@@ -397,7 +492,7 @@ def build_funnel(
 
     # ---- amounts
     if mapped.amount is not None:
-        am = parse_amounts(mapped.amount)
+        am = parses.result("amount")
         acol = col("amount")
         k.repair(
             am.text,
@@ -439,9 +534,10 @@ def build_funnel(
         notes.append("no amount column: amounts are unknown")
 
     # ---- expected close date (optional)
-    close_ns = np.full(n, NAT, dtype=np.int64)
-    if mapped.close_date is not None:
-        cd = parse_timestamps(mapped.close_date, tz=tz, dayfirst=dayfirst)
+    if mapped.close_date is None:
+        close_ns = np.full(n, NAT, dtype=np.int64)
+    else:
+        cd = parses.result("close_date")
         k.repair(
             cd.bad,
             "close_date_unparseable",
@@ -450,14 +546,15 @@ def build_funnel(
             mapped.close_date,
             None,
         )
-        close_ns = np.where(cd.bad, NAT, cd.ns)
+        close_ns = np.where(cd.bad, NAT, cd.ns) if cd.bad.any() else cd.ns
 
     created = None
     if mapped.created is not None:
         cr = parse_timestamps(mapped.created, tz=tz, dayfirst=dayfirst)
         created = pd.Series(cr.ns, index=deal.to_numpy(dtype=object, na_value=None))
 
-    alive = k.status[k.pos] != _STATUS_QUARANTINED
+    identity = mapped.pos is None and len(k.status) == n  # mapped row i is source row i
+    alive = (k.status if identity else k.status[k.pos]) != _STATUS_QUARANTINED
     # ---- pipeline (stage names factorized once: a stage column holds a handful of names)
     known_stage = ~smiss
     stage_all, stage_names = stage_factorized
@@ -470,9 +567,10 @@ def build_funnel(
 
     # ---- sort: deal, time, pipeline order, source order
     idx = np.flatnonzero(alive)
-    deal_codes, deal_uniques = _sorted_codes(deal, idx)
+    deal_codes = deal_codes_all[idx]
+    deal_codes_all = None  # type: ignore[assignment]
     stage_map = np.append(pd.Index(pipeline.order).get_indexer(stage_names), -1)
-    stage_codes = stage_map[stage_all[idx]].astype(np.int64)
+    stage_codes = stage_map[stage_all[idx]].astype(np.int64, copy=False)
     stage_codes[~known_stage[idx]] = -1
     at_a = at[idx]
     # the full-length parses are no longer needed: let their memory go
@@ -480,9 +578,11 @@ def build_funnel(
     upd = update_only[idx] & (stage_codes < 0)
     # an update that ties with a stage change at the same instant sorts after it
     tie_rank = np.where(upd, len(pipeline.order), stage_codes)
+    reordered = False
     if not _is_sorted(deal_codes, at_a, tie_rank):
         # lexsort is stable and idx is increasing: ties keep the source order
         order = np.lexsort((tie_rank, at_a, deal_codes))
+        reordered = True
         idx, deal_codes, stage_codes, at_a, upd = (
             idx[order],
             deal_codes[order],
@@ -613,14 +713,21 @@ def build_funnel(
     # ---- history table
     history = pd.DataFrame(
         {
-            C.DEAL_ID: deal_uniques.take(deal_codes)
+            # rows in source order (the usual, sorted export): the kept rows' own strings,
+            # selected chunk by chunk; else the sorted distinct ids by code
+            C.DEAL_ID: (
+                select_rows(deal, idx)
+                if not reordered and deal.dtype == _ARROW_STRING
+                else deal_uniques.take(deal_codes)
+            )
             if len(idx)
             else pd.array([], dtype="string[pyarrow]"),
-            C.AT: pd.DatetimeIndex(at_a.view("datetime64[ns]")).tz_localize("UTC"),
+            # nanoseconds since the epoch, UTC: the arrays (fresh copies) are used as they are
+            C.AT: pd.DatetimeIndex(at_a, dtype=_UTC),
             C.STAGE: pd.Categorical.from_codes(stage_codes, dtype=pipeline.dtype),
             C.AMOUNT: amount[idx],
-            C.CLOSE_DATE: pd.DatetimeIndex(close_ns[idx].view("datetime64[ns]")).tz_localize("UTC"),
-            "source_row": table.rows[k.pos[idx]],
+            C.CLOSE_DATE: pd.DatetimeIndex(close_ns[idx], dtype=_UTC),
+            "source_row": table.rows[idx if mapped.pos is None else k.pos[idx]],
         },
         copy=False,
     )
@@ -661,6 +768,9 @@ def build_funnel(
         undated=mapped.undated,
         _created=created_series,
     )
+
+    # the history holds its own copies now: let the full-length columns go
+    amount = close_ns = at_a = stage_codes = None  # type: ignore[assignment]
 
     # ---- facts about the moves (kept as events, counted)
     _count_moves(k, data, idx, n, deal_codes)
@@ -869,12 +979,13 @@ def _strip(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     return stripped, missing, changed
 
 
-def _sorted_codes(values: pd.Series, idx: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Codes of ``values[idx]`` that sort as the values do, and the values per code.
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """Codes of every value that sort as the values do (-1 for missing), and the values
+    per code.
 
-    Factorizes the whole column once (no copy of the selected strings) and
-    ranks the distinct values, as ``pd.factorize(values.iloc[idx], sort=True)``
-    orders them; codes of values outside ``idx`` stay unused.
+    Factorizes the whole column once (no copy of the selected strings) and ranks the
+    distinct values, as ``pd.factorize(values.iloc[idx], sort=True)`` orders them for the
+    rows ``idx`` that are kept (codes of values outside them stay unused).
     """
     arr = _arrow_strings(values)
     if arr is not None and len(arr) > 1 and arr.null_count == 0:
@@ -886,13 +997,13 @@ def _sorted_codes(values: pd.Series, idx: np.ndarray) -> tuple[np.ndarray, Any]:
             codes = np.cumsum(new, dtype=np.int64)
             codes -= 1
             firsts = np.flatnonzero(new)
-            return codes[idx], take_rows(values, firsts).array
+            return codes, select_rows(values, firsts)
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     order = np.asarray(uniques.argsort(), dtype=np.int64)
     rank = np.empty(len(uniques) + 1, dtype=np.int64)
     rank[order] = np.arange(len(uniques))
     rank[-1] = -1
-    return rank[codes[idx]], pd.array(uniques.take(order), dtype="string[pyarrow]")
+    return rank[codes], pd.array(uniques.take(order), dtype="string[pyarrow]")
 
 
 def _is_sorted(deal: np.ndarray, at: np.ndarray, tie: np.ndarray) -> bool:
@@ -951,8 +1062,10 @@ def _resolve_pipeline(
     if pipeline is not None and factorized is not None:
         # the common case, every stage known, decided from the codes without touching strings
         codes, names = factorized
-        seen = np.bincount(codes[usable & (codes >= 0)], minlength=len(names)) > 0
         known = set(pipeline.order)
+        if all(str(s) in known for s in np.asarray(names, dtype=object)):
+            return pipeline, None  # every name in the column is a pipeline stage
+        seen = np.bincount(codes[usable & (codes >= 0)], minlength=len(names)) > 0
         if all(str(s) in known for s in np.asarray(names, dtype=object)[seen]):
             return pipeline, None
     present = stage[usable]
@@ -1039,10 +1152,10 @@ def _count_moves(
     # stage changes), computed from the codes: the event table itself is built later,
     # on first use, once the export's raw columns are no longer held.
     kind = data.pipeline.kind_codes()
-    # rows that start no stage entry: field updates
     stage = hist[C.STAGE].cat.codes.to_numpy()
-    new_deal = np.r_[True, deal_codes[1:] != deal_codes[:-1]]
-    repeat = ~(new_deal | np.r_[True, stage[1:] != stage[:-1]])
+    # row i (from 1) against row i - 1: a repeat of the stage (a field update) or a move
+    same_deal = deal_codes[1:] == deal_codes[:-1]
+    same_stage = stage[1:] == stage[:-1]
 
     def mask_of(hist_positions: np.ndarray) -> np.ndarray:
         m = np.zeros(n, dtype=bool)
@@ -1050,42 +1163,42 @@ def _count_moves(
         return m
 
     col = k.m.columns.get("stage")
+    repeat = same_deal & same_stage
     if repeat.any():
         k.note(
-            mask_of(np.flatnonzero(repeat)),
+            mask_of(np.flatnonzero(repeat) + 1),
             "no_stage_change",
             col,
             "row repeats the current stage (an amount or date update)",
         )
-    ev_pos = np.flatnonzero(~repeat)  # history position of each event
-    s = stage[ev_pos].astype(np.int64)
-    last_of_deal = np.r_[new_deal[ev_pos][1:], True]
-    nx = np.r_[s[1:], -1]
-    nx[last_of_deal] = -1
-    has_next = nx >= 0
+    # a move: a row of the same deal in another stage than the row before, which (rows that
+    # repeat a stage carry it on) is the stage of the deal's previous entry
+    np.logical_not(same_stage, out=same_stage)
+    same_stage &= same_deal
+    moves = np.flatnonzero(same_stage)
+    s = stage[moves].astype(np.int32)
+    nx = stage[moves + 1].astype(np.int32)
     from_kind = kind[s]
-    to_kind = np.where(has_next, kind[np.maximum(nx, 0)], -1)
+    to_kind = kind[nx]
     n_open = data.pipeline.n_open
     # forward skips: open -> open jumping stages, or open -> won from before the last stage
-    skip = (
-        has_next
-        & (from_kind == 0)
-        & (((to_kind == 0) & (nx > s + 1)) | ((to_kind == 1) & (s < n_open - 1)))
+    skip = (from_kind == 0) & (
+        ((to_kind == 0) & (nx > s + 1)) | ((to_kind == 1) & (s < n_open - 1))
     )
-    back = has_next & (from_kind == 0) & (to_kind == 0) & (nx < s)
-    reopen = has_next & (from_kind > 0)
-    nxt = np.r_[ev_pos[1:], 0]
+    back = (from_kind == 0) & (to_kind == 0) & (nx < s)
+    reopen = from_kind > 0
+    moves += 1  # the history position of the row that makes the move
     if skip.any():
         k.note(
-            mask_of(nxt[skip]),
+            mask_of(moves[skip]),
             "skipped_stage",
             col,
             "forward move skipping stages; skipped stages count as reached",
         )
     if back.any():
-        k.note(mask_of(nxt[back]), "backward_move", col, "move back to an earlier stage")
+        k.note(mask_of(moves[back]), "backward_move", col, "move back to an earlier stage")
     if reopen.any():
-        k.note(mask_of(nxt[reopen]), "reopened", col, "row after a won or lost stage (reopened)")
+        k.note(mask_of(moves[reopen]), "reopened", col, "row after a won or lost stage (reopened)")
 
 
 def _make_report(
