@@ -448,12 +448,7 @@ def forecast_bookings(
     True
     """
     require_history(data, "forecast_bookings")
-    _days(horizon)
-    _days(arrival_window, "arrival_window")
-    if n_sims < 1:
-        raise ValueError("n_sims must be at least 1")
-    if n_boot < 0 or n_boot == 1:
-        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
+    _check_settings(horizon, arrival_window, n_sims, n_boot)
     cut, ts = _cut(data, as_of)
     return _bookings_of_cut(
         cut,
@@ -469,6 +464,19 @@ def forecast_bookings(
         n_boot=n_boot,
         arrival_window=arrival_window,
     )
+
+
+def _check_settings(
+    horizon: Any, arrival_window: Any, n_sims: int, n_boot: int
+) -> tuple[float, float]:
+    """The horizon and arrival window in days, after checking the simulation settings."""
+    h_days = _days(horizon)
+    w_days = _days(arrival_window, "arrival_window")
+    if n_sims < 1:
+        raise ValueError("n_sims must be at least 1")
+    if n_boot < 0 or n_boot == 1:
+        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
+    return h_days, w_days
 
 
 def _bookings_of_cut(
@@ -488,12 +496,7 @@ def _bookings_of_cut(
 ) -> BookingsForecast:
     """:func:`forecast_bookings` (same defaults) of data already cut at ``ts``; ``snap``: its
     open deals (:func:`funnelstats.snapshot._open_table`) when already made."""
-    h_days = _days(horizon)
-    w_days = _days(arrival_window, "arrival_window")
-    if n_sims < 1:
-        raise ValueError("n_sims must be at least 1")
-    if n_boot < 0 or n_boot == 1:
-        raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
+    h_days, w_days = _check_settings(horizon, arrival_window, n_sims, n_boot)
     return _forecast_cut(
         cut,
         ts,
