@@ -571,3 +571,30 @@ def test_open_deals_table_explains_expected_against_chance_times_amount(rep, sam
         > 0.005 * deals["amount"] * deals["p_won"]
     ).any()
     assert differs == any("weighted by deal value" in n for n in section.notes)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.05])
+def test_win_rate_trend_axis_has_distinct_labels(rep, scale):
+    """At least three different percent labels, also when the band is narrow (a large
+    export): the step shrinks and a decimal appears instead of one lone label."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    from funnelstats.report import _sections_forecast as sf
+
+    assert rep.section("win-rate-trend").chart is not None
+    fc = fs.forecast_win_rate(fs.load_sample(), freq="M", periods=3, alpha=0.2)
+    f = fc.frame.copy()
+    cols = ["observed", "forecast", "ci_lower", "ci_upper"]
+    f[cols] = 0.18 + (f[cols] - 0.18) * scale  # the same curves squeezed around 18%
+    fig = plt.figure()
+    try:
+        sf._draw_series(fig, dataclasses.replace(fc, frame=f), pct=True)
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        lo, hi = ax.get_ylim()
+        labels = {t.get_text() for t in ax.get_yticklabels() if lo <= t.get_position()[1] <= hi}
+        assert len(labels) >= 3, labels
+    finally:
+        plt.close(fig)

@@ -494,8 +494,11 @@ def _draw_series(fig: FigureBase, fc: Any, *, pct: bool) -> None:
         coll.set_alpha(0.18)
     ax.lines[0].set_color(COLORS["ink"])
     if pct:
-        ax.yaxis.set_major_locator(MultipleLocator(0.05 if _span(fc) > 0.12 else 0.02))
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        # a round step giving at least three labels (a million deals make a narrow band)
+        span = _span(fc)
+        step = next((x for x in (0.05, 0.02, 0.01, 0.005, 0.002) if span >= 3 * x), 0.001)
+        ax.yaxis.set_major_locator(MultipleLocator(step))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0 if step >= 0.01 else 1))
     else:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: _money_axis()(v, _p)))
     ax.legend(frameon=False, fontsize=8, ncols=3, loc="upper left")
