@@ -100,6 +100,16 @@ ORDER BY s.pos
 # --------------------------------------------------------------------------- memory
 
 
+def cached_export(cache_dir: Path, layout: str, deals: int) -> tuple[Path, dict[str, Any]]:
+    """The folder of the cached export of ``deals`` deals (newest hash) and its meta.json;
+    exits with a hint when ``run.py`` has not made it yet."""
+    folders = sorted(Path(cache_dir).glob(f"salesforce-{layout}-{deals}-*/meta.json"))
+    if not folders:
+        raise SystemExit(f"no cached data for {deals} deals; run run.py --sizes {deals}")
+    folder = folders[-1].parent
+    return folder, json.loads((folder / "meta.json").read_text())
+
+
 def rss_mb() -> float | None:
     """Current resident memory in MB (Linux), None elsewhere."""
     try:

@@ -8,7 +8,6 @@ Generate the data first with ``python benchmarks/run.py --sizes N --steps ingest
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,11 +25,7 @@ def main() -> int:
     p.add_argument("--layout", default="core")
     p.add_argument("--cache-dir", type=Path, default=HERE / "cache")
     args = p.parse_args()
-    folders = sorted(args.cache_dir.glob(f"salesforce-{args.layout}-{args.deals}-*/meta.json"))
-    if not folders:
-        raise SystemExit(f"no cached data for {args.deals} deals; run run.py --sizes {args.deals}")
-    folder = folders[-1].parent
-    meta = json.loads((folder / "meta.json").read_text())
+    folder, meta = _worker.cached_export(args.cache_dir, args.layout, args.deals)
     ctx = {
         "csv": str(folder / "OpportunityHistory.csv"),
         "pipeline": str(folder / "pipeline.toml"),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import resource
 import sys
@@ -24,6 +23,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _worker  # noqa: E402
 
 
 def _pss_mb(pid: int) -> float:
@@ -69,11 +71,7 @@ def main() -> int:
     p.add_argument("--sections", action="store_true", help="time each section")
     p.add_argument("--sequential", action="store_true", help="one process, whatever the size")
     args = p.parse_args()
-    folders = sorted(args.cache_dir.glob(f"salesforce-{args.layout}-{args.deals}-*/meta.json"))
-    if not folders:
-        raise SystemExit(f"no cached data for {args.deals} deals; run run.py --sizes {args.deals}")
-    folder = folders[-1].parent
-    meta = json.loads((folder / "meta.json").read_text())
+    folder, meta = _worker.cached_export(args.cache_dir, args.layout, args.deals)
 
     import funnelstats as fs
 

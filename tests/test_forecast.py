@@ -148,14 +148,14 @@ def test_entry_age_bands_change_the_forecast_only_through_the_bands():
     assert (p3 <= e3 + 1e-12).all() and (p1 <= e1 + 1e-12).all()
 
 
-def test_single_stage_exponential_closed_form():
-    """One stage, exponential stays, half won: P(won within H | any age) = (1 - e^{-H/m}) / 2."""
-    rng = np.random.default_rng(1)
-    n = 20_000
+def _one_stage(*, n: int, days: int, mean_stay: float, p_won: float, seed: int) -> fs.FunnelData:
+    """Deals created uniformly over ``days`` into one open stage, exponential stays of mean
+    ``mean_stay`` days, each won with probability ``p_won`` (else lost); exported at the end."""
+    rng = np.random.default_rng(seed)
     start = pd.Timestamp("2024-01-01", tz="UTC")
-    created = start + pd.to_timedelta(rng.uniform(0, 100, n), unit="D")
-    stay = pd.to_timedelta(rng.exponential(10.0, n), unit="D")
-    outcome = np.where(rng.random(n) < 0.5, "Won", "Lost")
+    created = start + pd.to_timedelta(rng.uniform(0, days, n), unit="D")
+    stay = pd.to_timedelta(rng.exponential(mean_stay, n), unit="D")
+    outcome = np.where(rng.random(n) < p_won, "Won", "Lost")
     ev = pd.DataFrame(
         {
             "deal_id": np.repeat(np.arange(n), 2).astype(str),
@@ -163,11 +163,16 @@ def test_single_stage_exponential_closed_form():
             "entered_at": np.column_stack([created, created + stay]).ravel(),
         }
     )
-    export = start + pd.Timedelta(days=100)
+    export = start + pd.Timedelta(days=days)
     ev = ev[ev["entered_at"] <= export]
-    data = fs.FunnelData.from_events(
+    return fs.FunnelData.from_events(
         ev, pipeline=fs.Pipeline(["Open"], won=["Won"], lost=["Lost"]), exported_at=export
     )
+
+
+def test_single_stage_exponential_closed_form():
+    """One stage, exponential stays, half won: P(won within H | any age) = (1 - e^{-H/m}) / 2."""
+    data = _one_stage(n=20_000, days=100, mean_stay=10.0, p_won=0.5, seed=1)
     model = SemiMarkovFunnel().fit(data)
     p, ever = model.p_won(np.zeros(3, dtype=int), np.array([0.0, 5.0, 20.0]), 15.0)
     np.testing.assert_allclose(p, 0.5 * (1 - np.exp(-1.5)), atol=0.02)
@@ -196,26 +201,10 @@ def test_model_incidence_is_the_aalen_johansen_estimate():
 
 def test_bootstrap_refits_spread_like_the_binomial_standard_error():
     """Poisson-bootstrap refits: the spread of the eventual win rate is its binomial SE."""
-    rng = np.random.default_rng(3)
-    n = 4000
-    start = pd.Timestamp("2024-01-01", tz="UTC")
-    created = start + pd.to_timedelta(rng.uniform(0, 300, n), unit="D")
-    stay = pd.to_timedelta(rng.exponential(5.0, n), unit="D")
-    outcome = np.where(rng.random(n) < 0.3, "Won", "Lost")
-    ev = pd.DataFrame(
-        {
-            "deal_id": np.repeat(np.arange(n), 2).astype(str),
-            "stage": np.column_stack([np.full(n, "Open"), outcome]).ravel(),
-            "entered_at": np.column_stack([created, created + stay]).ravel(),
-        }
-    )
-    export = start + pd.Timedelta(days=300)
-    ev = ev[ev["entered_at"] <= export]
-    data = fs.FunnelData.from_events(
-        ev, pipeline=fs.Pipeline(["Open"], won=["Won"], lost=["Lost"]), exported_at=export
-    )
+    data = _one_stage(n=4000, days=300, mean_stay=5.0, p_won=0.3, seed=3)
     model = SemiMarkovFunnel().fit(data)
     _, ever = model.p_won(np.zeros(1, dtype=int), np.zeros(1), 10.0)
+    rng = np.random.default_rng(4)  # the bootstrap weights
     reps = np.array(
         [
             model.reweighted(rng.poisson(1.0, data.n_deals).astype(float)).p_won(
