@@ -39,6 +39,7 @@ FUNNELSTATS_STEPS: tuple[tuple[str, str, str], ...] = (
     ("conversion", "funnelstats.conversion", "conversion"),
     ("time_in_stage", "funnelstats.survival", "time_in_stage"),
     ("stage_outcomes", "funnelstats.survival", "stage_outcomes"),
+    ("core", "funnelstats.survival", "stage_outcomes"),
     ("snapshot", "funnelstats.snapshot", "snapshot"),
     ("forecast_bookings", "funnelstats.forecast", "forecast_bookings"),
     ("report", "funnelstats.report", ""),
@@ -194,8 +195,19 @@ def _fresh(data: Any, state: dict[str, Any]) -> Any:
     """The data as ingest left it: caches added by earlier runs are dropped."""
     out = copy.copy(data)
     out.__dict__.clear()
-    out.__dict__.update(state)
+    out.__dict__.update({k: v for k, v in state.items() if k != "_cache"})
     return out
+
+
+def _core(ctx: dict[str, Any]) -> Any:
+    """Ingest, then conversion, time in stage and stage outcomes on the same data."""
+    import funnelstats as fs
+
+    data = _ingest(ctx)
+    fs.conversion(data)
+    fs.time_in_stage(data)
+    fs.stage_outcomes(data)
+    return data
 
 
 def _analysis(ctx: dict[str, Any], call: Callable[[Any], Any]) -> Callable[[], Any]:
@@ -259,6 +271,8 @@ def setup(step: str, ctx: dict[str, Any]) -> Callable[[], Any]:
         return _analysis(ctx, fn)
     if step == "stage_outcomes":
         return _analysis(ctx, fn)  # every open stage (the default)
+    if step == "core":
+        return lambda: _core(ctx)
     if step == "snapshot":
         import pandas as pd
 

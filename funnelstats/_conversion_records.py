@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._stays import memo
 from .data import FunnelData
 
 __all__ = [
@@ -114,12 +115,13 @@ def _index(data: FunnelData) -> _EventIndex:
     n = len(a.stage)
     idx = np.arange(n, dtype=np.int64)
     kind = a.kind[a.stage].astype(np.int8) if n else np.zeros(0, np.int8)
-    new_deal = np.r_[True, a.deal[1:] != a.deal[:-1]] if n else np.zeros(0, bool)
-    last_of_deal = np.r_[a.deal[1:] != a.deal[:-1], True] if n else np.zeros(0, bool)
-    first = np.maximum.accumulate(np.where(new_deal, idx, 0)) if n else idx
-    last = (np.minimum.accumulate(np.where(last_of_deal, idx, n)[::-1])[::-1] if n else idx).astype(
-        np.int64
-    )
+    if n:
+        starts = np.flatnonzero(np.r_[True, a.deal[1:] != a.deal[:-1]])
+        size = np.diff(np.r_[starts, n])
+        first = np.repeat(starts, size)
+        last = np.repeat(starts + size - 1, size)
+    else:
+        first = last = idx
     is_open = kind == 0
     acc = np.maximum.accumulate(np.where(is_open, idx, -1)) if n else idx
     prev = np.r_[-1, acc[:-1]] if n else idx
@@ -153,10 +155,15 @@ def _first_per_deal(mask: np.ndarray, deal: np.ndarray) -> np.ndarray:
     return cand[np.r_[True, d[1:] != d[:-1]]]
 
 
-def _in_window(flag: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Whether any ``flag`` is set in each half-open index window ``[lo, hi)``."""
-    cs = np.r_[0, np.cumsum(flag, dtype=np.int64)]
-    return (cs[hi] - cs[lo]) > 0
+def _in_window(flagged: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Whether any of the sorted positions ``flagged`` lies in each window ``[lo, hi)``.
+
+    Backward moves and reopenings are rare: a binary search among them costs
+    less than a running count over every event.
+    """
+    if not len(flagged):
+        return np.zeros(len(lo), dtype=bool)
+    return np.searchsorted(flagged, hi) > np.searchsorted(flagged, lo)
 
 
 def stage_records(data: FunnelData, *, skips: str = "reached") -> StageRecords:
@@ -181,6 +188,10 @@ def stage_records(data: FunnelData, *, skips: str = "reached") -> StageRecords:
     """
     if skips not in ("reached", "strict"):
         raise ValueError(f"skips must be 'reached' or 'strict', got {skips!r}")
+    return memo(data, ("stage_records", skips), lambda: _stage_records(data, skips))
+
+
+def _stage_records(data: FunnelData, skips: str) -> StageRecords:
     ev = _index(data)
     n_open = data.pipeline.n_open
     exported = data.exported_at.value
@@ -194,6 +205,9 @@ def stage_records(data: FunnelData, *, skips: str = "reached") -> StageRecords:
     else:
         reopen_ev = np.zeros(0, bool)
 
+    back_at = np.flatnonzero(back_ev)
+    back_stage = ev.stage[back_at]
+    reopen_at = np.flatnonzero(reopen_ev)
     parts: list[tuple[np.ndarray, ...]] = []
     strict_reach = _first_per_deal((ev.stage == 0) & (np.arange(ev.n) == ev.first), ev.deal)
     for s in range(n_open):
@@ -236,8 +250,8 @@ def stage_records(data: FunnelData, *, skips: str = "reached") -> StageRecords:
                 np.maximum(end, start),
                 cause,
                 ev.stage[reach] != s,
-                _in_window(back_ev & (ev.stage == s), reach, stop),
-                _in_window(reopen_ev, reach, stop),
+                _in_window(back_at[back_stage == s], reach, stop),
+                _in_window(reopen_at, reach, stop),
             )
         )
     if parts:

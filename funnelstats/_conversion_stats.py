@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-from ._estimators import EventTable, aalen_johansen, event_table
+from ._estimators import AJResult, EventTable, aalen_johansen, event_table
 
 __all__ = [
     "AJAt",
@@ -78,9 +78,13 @@ class AJFit:
 
     table: EventTable
     cif: np.ndarray
-    variance: np.ndarray
     survival: np.ndarray
     alpha: float
+    aj: AJResult
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.aj.variance_of(0) if len(self.cif) else np.zeros(0)
 
     def at(self, horizon: float | None) -> AJAt:
         """Values at ``horizon`` (None: at the end of follow-up), one per group.
@@ -110,7 +114,7 @@ class AJFit:
         exits = np.zeros(n_groups)
         if len(table.time):
             est[ok] = self.cif[jj[ok]]
-            var[ok] = self.variance[jj[ok]]
+            var[ok] = self.aj.variance_at(jj[ok], 0)
             und[ok] = self.survival[jj[ok]]
             cum_exits = np.cumsum(table.observed)
             base = np.r_[0.0, cum_exits][off[:-1]]
@@ -143,8 +147,7 @@ def aj_fit(
     aj = aalen_johansen(table, alpha=alpha)
     rows = len(table.time)
     cif = aj.cif[:, 0] if rows else np.zeros(0)
-    var = aj.variance[:, 0] if rows else np.zeros(0)
-    return AJFit(table, cif, var, aj.survival, alpha)
+    return AJFit(table, cif, aj.survival, alpha, aj)
 
 
 def aj_at(

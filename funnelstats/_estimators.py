@@ -12,7 +12,9 @@ estimator's definition, deterministically.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import stats
@@ -20,6 +22,7 @@ from scipy import stats
 __all__ = [
     "EventTable",
     "aalen_johansen",
+    "any_cause",
     "event_table",
     "kaplan_meier",
     "quantile_time",
@@ -65,7 +68,7 @@ class EventTable:
     def n_causes(self) -> int:
         return self.events.shape[1]
 
-    @property
+    @cached_property
     def observed(self) -> np.ndarray:
         """Exits of any cause."""
         if self.events.shape[1] == 0:
@@ -77,6 +80,26 @@ class EventTable:
 
     def rows(self, g: int) -> slice:
         return slice(int(self.offsets[g]), int(self.offsets[g + 1]))
+
+
+def any_cause(table: EventTable) -> EventTable:
+    """``table`` with its causes merged into one: exits of any cause.
+
+    Examples
+    --------
+    >>> t = any_cause(event_table(np.array([2, 3, 3, 5]), np.array([1, 2, 0, 1])))
+    >>> t.events.ravel()
+    array([1., 1., 1.])
+    """
+    return EventTable(
+        group=table.group,
+        time=table.time,
+        at_risk=table.at_risk,
+        events=table.observed[:, None],
+        censored=table.censored,
+        offsets=table.offsets,
+        totals=table.totals,
+    )
 
 
 def event_table(
@@ -128,8 +151,8 @@ def event_table(
         n_groups = int(groups.max()) + 1 if n else 1
     if n_causes is None:
         n_causes = max(int(causes.max()) if n else 0, 1)
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    if n and (np.any(causes < 0) or np.any(causes > n_causes)):
+    w = None if weights is None else np.asarray(weights, dtype=float)
+    if n and (int(causes.min()) < 0 or int(causes.max()) > n_causes):
         raise ValueError("causes must be within 0..n_causes")
     packed = None
     if weights is None:
@@ -141,7 +164,7 @@ def event_table(
         g = groups[order]
         t = durations[order]
         c = causes[order]
-        w = w[order]
+        w = np.ones(n) if w is None else w[order]
         if n:
             new = np.r_[True, (g[1:] != g[:-1]) | (t[1:] != t[:-1])]
         else:
@@ -160,7 +183,10 @@ def event_table(
         time = t[starts].astype(float)
         groups = g  # the weighted totals below add in the same order as before
     m = len(row_group)
-    totals = np.bincount(groups, weights=w, minlength=n_groups).astype(float)
+    if w is None:
+        totals = np.bincount(groups, minlength=n_groups).astype(float)
+    else:
+        totals = np.bincount(groups, weights=w, minlength=n_groups).astype(float)
     offsets = np.searchsorted(row_group, np.arange(n_groups + 1), side="left").astype(np.int64)
     # at risk just before t: group total minus everything removed earlier in the group
     before = np.cumsum(removed)
@@ -186,11 +212,11 @@ def _packed_counts(
 ) -> tuple[np.ndarray, ...] | None:
     """The counts of :func:`event_table` for unit weights and integer durations, or None.
 
-    Group, duration and cause are packed into one int64 key per subject and
-    the keys sorted: one sort of plain integers. Runs of equal keys are the
-    exits (or censorings) of one cause at one duration in one group, so every
-    count is a difference of positions; no gathers over all subjects. None
-    when the values do not fit in 63 bits.
+    Group, duration and cause are packed into one int64 key per subject (the
+    cause in the low bits) and the keys sorted: one sort of plain integers.
+    Runs of equal keys are the exits (or censorings) of one cause at one
+    duration in one group, so every count is a difference of positions; no
+    gathers over all subjects. None when the values do not fit in 63 bits.
     """
     n = len(durations)
     if not n or durations.dtype.kind not in "iu":
@@ -199,47 +225,109 @@ def _packed_counts(
     g_min, g_max = int(groups.min()), int(groups.max())
     if t_min < 0 or g_min < 0 or g_max >= n_groups:
         return None
-    n_c, span = n_causes + 1, t_max + 1
-    if n_groups * span * n_c >= 2**63:
+    bits = int(n_causes).bit_length()
+    span = t_max + 1
+    if n_groups * span * (1 << bits) >= 2**63:
         return None
-    key = groups.astype(np.int64) * span
+    key = np.multiply(groups, span, dtype=np.int64)
     key += durations
-    key *= n_c
-    key += causes
+    key <<= bits
+    key |= causes
     key.sort()
-    rest = key // n_c  # group * span + duration
-    seg_new = np.ones(n, dtype=bool)
+    seg_new = np.empty(n, dtype=bool)
+    seg_new[0] = True
     np.not_equal(key[1:], key[:-1], out=seg_new[1:])
-    seg = np.flatnonzero(seg_new)  # runs of one (group, duration, cause)
-    seg_len = np.diff(np.r_[seg, n]).astype(float)
-    seg_rest = rest[seg]
-    run_new = np.ones(len(seg), dtype=bool)
+    if seg_new.all():  # every key distinct: each subject is its own run of one cause
+        seg = None
+        ukey = key
+    else:
+        seg = np.flatnonzero(seg_new)  # runs of one (group, duration, cause)
+        ukey = key[seg]
+    del seg_new
+    seg_rest = ukey >> bits  # group * span + duration
+    run_new = np.empty(len(ukey), dtype=bool)
+    run_new[0] = True
     np.not_equal(seg_rest[1:], seg_rest[:-1], out=run_new[1:])
-    run_of_seg = np.cumsum(run_new) - 1
     run_rest = seg_rest[run_new]
+    del seg_rest
     m = len(run_rest)
-    seg_cause = key[seg] % n_c
-    ev = np.zeros((m, n_causes))
-    cens = np.zeros(m)
-    exit_ = seg_cause > 0
-    ev[run_of_seg[exit_], seg_cause[exit_] - 1] = seg_len[exit_]
-    cens[run_of_seg[~exit_]] = seg_len[~exit_]
-    removed = np.bincount(run_of_seg, weights=seg_len, minlength=m)
-    return run_rest // span, (run_rest % span).astype(float), ev, cens, removed
+    seg_cause = ukey & ((1 << bits) - 1)
+    # positions (in the sorted keys) where each run of one (group, duration) starts
+    pos = np.arange(len(ukey), dtype=np.int64) if seg is None else seg
+    run_pos = np.r_[pos[run_new], n]
+    removed = np.diff(run_pos).astype(float)
+    run_of_seg = np.cumsum(run_new)
+    run_of_seg -= 1
+    # cell (run, cause) of each run of equal keys, counted in one pass
+    cell = run_of_seg
+    cell *= n_causes + 1
+    cell += seg_cause
+    if seg is None:
+        counts = np.bincount(cell, minlength=m * (n_causes + 1))
+    else:
+        seg_len = np.diff(np.r_[seg, n])
+        counts = np.bincount(cell, weights=seg_len, minlength=m * (n_causes + 1))
+    counts = counts.reshape(m, n_causes + 1)
+    ev = counts[:, 1:].astype(float)
+    cens = counts[:, 0].astype(float)
+    group = run_rest // span
+    run_rest -= group * span
+    return group, run_rest.astype(float), ev, cens, removed
+
+
+#: :meth:`AJResult.variance_at` sums up to the requested rows when they are fewer than
+#: this fraction of all rows (1 / factor), and reads the full running sums otherwise.
+_SPARSE_FACTOR = 16
 
 
 def _z(alpha: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2))
 
 
-@dataclass(frozen=True)
 class KMResult:
-    """Kaplan–Meier per row of an :class:`EventTable`."""
+    """Kaplan–Meier per row of an :class:`EventTable`.
 
-    survival: np.ndarray
-    greenwood: np.ndarray  # cumulative sum of d / (n (n - d))
-    ci_lower: np.ndarray
-    ci_upper: np.ndarray
+    ``survival`` and ``greenwood`` (the running sum of ``d / (n (n - d))``)
+    are computed at once; the interval bounds of every row only when first
+    read (:meth:`interval` gives them at chosen rows without the rest).
+    """
+
+    def __init__(self, survival: np.ndarray, greenwood: np.ndarray, alpha: float) -> None:
+        self.survival = survival
+        self.greenwood = greenwood
+        self.alpha = alpha
+
+    def interval(self, rows: np.ndarray | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exponential Greenwood (log(-log)) bounds at ``rows`` (default: every row)."""
+        sel = slice(None) if rows is None else rows
+        surv = np.asarray(self.survival[sel], dtype=float)
+        gw = np.asarray(self.greenwood[sel], dtype=float)
+        z = _z(self.alpha)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.log(surv)
+            half = z * np.sqrt(gw) / v
+            lv = np.log(-v)
+            lower = np.exp(-np.exp(lv - half))
+            upper = np.exp(-np.exp(lv + half))
+        lower = np.where(np.isnan(lower), 1.0, lower)
+        upper = np.where(np.isnan(upper), 1.0, upper)
+        # where S = 0 the interval collapses to 0 (lifelines fills NaN with 1; 0 is what it means)
+        zero = surv == 0
+        lower[zero] = 0.0
+        upper[zero] = 0.0
+        return lower, upper
+
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.interval()
+
+    @property
+    def ci_lower(self) -> np.ndarray:
+        return self._bounds[0]
+
+    @property
+    def ci_upper(self) -> np.ndarray:
+        return self._bounds[1]
 
 
 def kaplan_meier(table: EventTable, *, alpha: float = 0.05) -> KMResult:
@@ -257,31 +345,165 @@ def kaplan_meier(table: EventTable, *, alpha: float = 0.05) -> KMResult:
     gw = np.empty(len(d))
     for gi in range(table.n_groups):
         r = table.rows(gi)
-        surv[r] = np.cumprod(factor[r])
-        gw[r] = np.cumsum(gw_term[r])
-    z = _z(alpha)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        v = np.log(surv)
-        lower = np.exp(-np.exp(np.log(-v) - z * np.sqrt(gw) / v))
-        upper = np.exp(-np.exp(np.log(-v) + z * np.sqrt(gw) / v))
-    lower = np.where(np.isnan(lower), 1.0, lower)
-    upper = np.where(np.isnan(upper), 1.0, upper)
-    # where S = 0 the interval collapses to 0 (lifelines fills NaN with 1; 0 is what it means)
-    zero = surv == 0
-    lower[zero] = 0.0
-    upper[zero] = 0.0
-    return KMResult(surv, gw, lower, upper)
+        np.cumprod(factor[r], out=surv[r])
+        np.cumsum(gw_term[r], out=gw[r])
+    return KMResult(surv, gw, alpha)
 
 
-@dataclass(frozen=True)
 class AJResult:
-    """Aalen–Johansen cumulative incidence per cause at each row."""
+    """Aalen–Johansen cumulative incidence per cause at each row.
 
-    cif: np.ndarray  # (rows, n_causes)
-    variance: np.ndarray  # (rows, n_causes)
-    ci_lower: np.ndarray
-    ci_upper: np.ndarray
-    survival: np.ndarray  # overall KM (probability of not having exited)
+    ``cif`` (rows × causes) and ``survival`` (the overall Kaplan–Meier
+    probability of not having exited) are computed at once; the delta-method
+    variance of a cause and the interval bounds only when first read, and
+    :meth:`interval` gives the bounds at chosen rows without the rest.
+    """
+
+    def __init__(self, table: EventTable, km: KMResult, alpha: float) -> None:
+        self.table = table
+        self.alpha = alpha
+        self.survival = km.survival
+        rows, k = table.events.shape
+        n = table.at_risk
+        self._s_prev = np.empty(rows)
+        for gi in range(table.n_groups):
+            r = table.rows(gi)
+            if r.stop > r.start:
+                self._s_prev[r.start] = 1.0
+                self._s_prev[r.start + 1 : r.stop] = km.survival[r.start : r.stop - 1]
+        cif = np.empty((rows, k))
+        for j in range(k):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inc = self._s_prev * table.events[:, j]
+                inc /= n
+            for gi in range(table.n_groups):
+                r = table.rows(gi)
+                np.cumsum(inc[r], out=inc[r])
+            cif[:, j] = inc
+        self.cif = cif
+        self._var: dict[int, np.ndarray] = {}
+
+    def variance_of(self, j: int) -> np.ndarray:
+        """Delta-method variance of cause ``j``'s incidence (column ``j``) at every row."""
+        if j not in self._var:
+            self._var[j] = self._variance(j)
+        return self._var[j]
+
+    @cached_property
+    def _a(self) -> np.ndarray:
+        n = self.table.at_risk
+        d_all = self.table.observed
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # where everyone left (n == d, a group's last row) the term is multiplied by
+            # F(t) - F_i = 0: count it as 0 rather than 0 * inf
+            return np.where(n > d_all, d_all / (n * (n - d_all)), 0.0)
+
+    def _terms(self, j: int) -> list[np.ndarray]:
+        """Per row, the terms whose running sums give the variance of cause ``j``."""
+        n = self.table.at_risk
+        dk = self.table.events[:, j]
+        f = self.cif[:, j]
+        s_prev = self._s_prev
+        a = self._a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = s_prev * dk / (n * n)
+            b = c * s_prev * (n - dk) / n
+        af = a * f
+        return [a, af, af * f, b, c, c * f]
+
+    @staticmethod
+    def _combine(f: np.ndarray, sums: Sequence[np.ndarray]) -> np.ndarray:
+        A, AF, AF2, B, Cs, CF = sums
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # sum_i (F - F_i)^2 a_i + b_i - 2 (F - F_i) c_i, expanded into running sums
+            v = f * (f * A - 2 * AF - 2 * Cs) + AF2 + B + 2 * CF
+        if np.all(np.isfinite(v)):
+            return np.maximum(v, 0.0)
+        return np.where(v < 0, 0.0, v)
+
+    def _variance(self, j: int) -> np.ndarray:
+        table = self.table
+        sums = self._terms(j)
+        sums[0] = sums[0].copy()  # the shared term is summed in place
+        for gi in range(table.n_groups):
+            r = table.rows(gi)
+            for x in sums:
+                np.cumsum(x[r], out=x[r])
+        return self._combine(self.cif[:, j], sums)
+
+    def variance_at(self, rows: np.ndarray, j: int) -> np.ndarray:
+        """The variance of cause ``j`` at ``rows`` only.
+
+        The running sums are summed up to each requested row (one reduction
+        per term) instead of kept at every row: for a few rows, such as the
+        end of each group, this is a fraction of :meth:`variance_of`.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        m = len(self.table.time)
+        if j in self._var or not len(rows) or len(rows) * _SPARSE_FACTOR > m:
+            return self.variance_of(j)[rows]
+        table = self.table
+        uniq, inv = np.unique(rows, return_inverse=True)
+        starts = table.offsets[:-1][np.diff(table.offsets) > 0]
+        bounds = np.union1d(starts, uniq + 1)
+        bounds = bounds[bounds < m]
+        seg = np.stack([np.add.reduceat(x, bounds) for x in self._terms(j)])
+        # segment k covers rows bounds[k]:bounds[k + 1]; a requested row ends its segment
+        seg_of_row = np.searchsorted(bounds, uniq, side="right") - 1
+        csum = np.empty_like(seg)
+        is_start = np.zeros(len(bounds), dtype=bool)
+        is_start[np.searchsorted(bounds, starts)] = True
+        first = np.flatnonzero(is_start)
+        ends = np.r_[first[1:], len(bounds)]
+        for lo, hi in zip(first, ends, strict=True):  # per group: running sums of segments
+            np.cumsum(seg[:, lo:hi], axis=1, out=csum[:, lo:hi])
+        sums = list(csum[:, seg_of_row])
+        return self._combine(self.cif[uniq, j], sums)[inv]
+
+    @cached_property
+    def variance(self) -> np.ndarray:
+        """Variance of every cause (rows × causes)."""
+        k = self.cif.shape[1]
+        out = np.empty(self.cif.shape)
+        for j in range(k):
+            out[:, j] = self.variance_of(j)
+        return out
+
+    def interval(
+        self, rows: np.ndarray | slice | None = None, j: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Log(-log) bounds at ``rows`` (default every row) of cause ``j`` (default all)."""
+        if rows is None:
+            cif = self.cif if j is None else self.cif[:, j]
+            var = self.variance if j is None else self.variance_of(j)
+        else:
+            idx = np.arange(len(self.table.time))[rows] if isinstance(rows, slice) else rows
+            idx = np.asarray(idx, dtype=np.int64)
+            causes = range(self.cif.shape[1]) if j is None else [j]
+            var = np.stack([self.variance_at(idx, c) for c in causes], axis=-1)
+            cif = self.cif[idx][:, list(causes)]
+            if j is not None:
+                var, cif = var[:, 0], cif[:, 0]
+        z = _z(self.alpha)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_cif = np.log(cif)
+            lf = np.log(-log_cif)
+            se = np.sqrt(var) / (cif * np.abs(log_cif))
+            upper = np.exp(-np.exp(lf - z * se))
+            lower = np.exp(-np.exp(lf + z * se))
+        return lower, upper
+
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.interval()
+
+    @property
+    def ci_lower(self) -> np.ndarray:
+        return self._bounds[0]
+
+    @property
+    def ci_upper(self) -> np.ndarray:
+        return self._bounds[1]
 
 
 def aalen_johansen(table: EventTable, *, alpha: float = 0.05) -> AJResult:
@@ -294,45 +516,7 @@ def aalen_johansen(table: EventTable, *, alpha: float = 0.05) -> AJResult:
     used as they are (no jitter), so results are deterministic.
     At every row, ``survival + sum_k CIF_k == 1``.
     """
-    km = kaplan_meier(table, alpha=alpha)
-    d_all = table.observed
-    n = table.at_risk
-    rows, k = table.events.shape
-    cif = np.empty((rows, k))
-    var = np.empty((rows, k))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # where everyone left (n == d, a group's last row) the term is multiplied by
-        # F(t) - F_i = 0: count it as 0 rather than 0 * inf
-        a = np.where(n > d_all, d_all / (n * (n - d_all)), 0.0)
-    for gi in range(table.n_groups):
-        r = table.rows(gi)
-        s_prev = np.r_[1.0, km.survival[r][:-1]]
-        nn = n[r]
-        aa = a[r]
-        # the same for every cause: computed once per group
-        A = np.cumsum(aa)
-        s_prev2, nn2, nn3 = s_prev**2, nn**2, nn**3
-        for j in range(k):
-            dk = table.events[r, j]
-            f = np.cumsum(s_prev * dk / nn)
-            cif[r, j] = f
-            with np.errstate(divide="ignore", invalid="ignore"):
-                b = s_prev2 * dk * (nn - dk) / nn3
-                c = s_prev * dk / nn2
-                # sum_i (F - F_i)^2 a_i + b_i - 2 (F - F_i) c_i, expanded into running sums
-                af = aa * f
-                AF, AF2 = np.cumsum(af), np.cumsum(af * f)
-                B, Cs, CF = np.cumsum(b), np.cumsum(c), np.cumsum(c * f)
-                v = f * f * A - 2 * f * AF + AF2 + B - 2 * (f * Cs - CF)
-            var[r, j] = np.maximum(v, 0.0) if np.all(np.isfinite(v)) else np.where(v < 0, 0.0, v)
-    z = _z(alpha)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_cif = np.log(cif)
-        lf = np.log(-log_cif)
-        se = np.sqrt(var) / (cif * np.abs(log_cif))
-        upper = np.exp(-np.exp(lf - z * se))
-        lower = np.exp(-np.exp(lf + z * se))
-    return AJResult(cif, var, lower, upper, km.survival)
+    return AJResult(table, kaplan_meier(table, alpha=alpha), alpha)
 
 
 def quantile_time(time: np.ndarray, curve: np.ndarray, q: float) -> float:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -10,9 +13,21 @@ import pandas as pd
 from .data import FunnelData
 from .errors import FunnelDataError
 
-__all__ = ["ADVANCE", "BACK", "CENSORED", "LOST", "NS_PER_DAY", "Stays", "group_codes", "stays"]
+__all__ = [
+    "ADVANCE",
+    "BACK",
+    "CENSORED",
+    "LOST",
+    "NS_PER_DAY",
+    "Stays",
+    "group_codes",
+    "memo",
+    "stays",
+]
 
 NS_PER_DAY = 86_400 * 10**9
+
+T = TypeVar("T")
 
 #: How a stay ended (the ``outcome`` codes of :class:`Stays`).
 CENSORED, ADVANCE, LOST, BACK = 0, 1, 2, 3
@@ -74,6 +89,32 @@ def stays(data: FunnelData) -> Stays:
     >>> bool((s.duration_ns >= 0).all())
     True
     """
+    return memo(data, "stays", lambda: _stays(data))
+
+
+def memo(data: FunnelData, key: Any, build: Callable[[], T]) -> T:
+    """``build()``, kept in ``data``'s cache under ``key``; its arrays made read-only."""
+    cache = data._cache
+    if key in cache:
+        return cast(T, cache[key])
+    value = build()
+    _freeze(value)
+    cache[key] = value
+    return value
+
+
+def _freeze(value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        value.flags.writeable = False
+    elif isinstance(value, tuple | list):
+        for v in value:
+            _freeze(v)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _freeze(getattr(value, f.name))
+
+
+def _stays(data: FunnelData) -> Stays:
     a = data.arrays
     is_open_stage = a.kind[a.stage] == 0
     idx = np.flatnonzero(is_open_stage)

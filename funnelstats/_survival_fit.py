@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from . import _stays
-from ._estimators import AJResult, EventTable, KMResult
+from ._estimators import AJResult, EventTable, KMResult, event_table
 from ._stays import NS_PER_DAY
 from .data import FunnelData
 
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 REPEATS = ("all", "first")
+#: Ways a stay ends (advanced, lost, moved back): the causes of :attr:`Selection.table`.
+N_OUTCOMES = 3
 
 
 def resolve_stages(data: FunnelData, stage: str | Sequence[str] | None) -> list[int]:
@@ -65,9 +68,21 @@ class Selection:
     def n_groups(self) -> int:
         return len(self.group_labels)
 
-    @property
+    @cached_property
     def key(self) -> np.ndarray:
         return self.stage_pos * self.n_groups + self.group
+
+    @cached_property
+    def table(self) -> EventTable:
+        """The event table of the stays by key, with the outcome of each exit as its cause.
+
+        Shared by the analyses of these stays (:func:`~funnelstats.time_in_stage`
+        reads the exits of any cause, :func:`~funnelstats.stage_outcomes` each).
+        """
+        s = self.stays
+        return event_table(
+            s.duration_ns, s.outcome, groups=self.key, n_groups=self.n_keys, n_causes=N_OUTCOMES
+        )
 
     @property
     def n_keys(self) -> int:
@@ -99,6 +114,12 @@ def select_stays(
     if repeats not in REPEATS:
         raise ValueError(f"repeats must be one of {REPEATS}, got {repeats!r}")
     codes = resolve_stages(data, stage)
+    return _stays.memo(
+        data, ("selection", tuple(codes), by, repeats), lambda: _select(data, codes, by, repeats)
+    )
+
+
+def _select(data: FunnelData, codes: list[int], by: str | None, repeats: str) -> Selection:
     s = _stays.stays(data)
     pos = np.full(len(data.pipeline.order), -1, dtype=np.int64)
     pos[codes] = np.arange(len(codes))
@@ -115,7 +136,7 @@ def select_stays(
     if repeats == "first":
         keep &= first
     idx = np.flatnonzero(keep)
-    sub = _take(s, idx)
+    sub = s if len(idx) == len(s) else _take(s, idx)
     gcode, labels = _stays.group_codes(data, by)
     names = [data.pipeline.order[c] for c in codes]
     return Selection(sub, sp[idx], gcode[sub.deal], names, labels, n_repeat)

@@ -89,6 +89,16 @@ class FunnelData:
 
     # ------------------------------------------------------------ derived
     @cached_property
+    def _cache(self) -> dict[Any, Any]:
+        """Tables derived for the analyses (stays, episodes, event tables), kept per data.
+
+        Analyses of the same data share them (each is a pure function of the
+        data); their arrays are read-only. A cut (:meth:`as_of`, :meth:`select`)
+        is a new :class:`FunnelData` with its own.
+        """
+        return {}
+
+    @cached_property
     def _derived(self) -> _Derived:
         return _derive(self.history, self.pipeline, self.undated, self._created)
 

@@ -29,7 +29,14 @@ import pandas as pd
 
 from . import _columns as C
 from . import _stays
-from ._estimators import aalen_johansen, event_table, kaplan_meier, quantile_time, restricted_mean
+from ._estimators import (
+    aalen_johansen,
+    any_cause,
+    event_table,
+    kaplan_meier,
+    quantile_time,
+    restricted_mean,
+)
 from ._result import Result
 from ._stays import ADVANCE, NS_PER_DAY
 from ._survival_fit import Fit, naive_medians, nice_times, select_stays, step_values
@@ -291,7 +298,7 @@ def time_in_stage(
     s = sel.stays
     observed = (s.outcome != _stays.CENSORED).astype(np.int64)
     keys = sel.key
-    table = event_table(s.duration_ns, observed, groups=keys, n_groups=sel.n_keys, n_causes=1)
+    table = any_cause(sel.table)
     km = kaplan_meier(table, alpha=alpha)
     fit = Fit(table, km, None, sel.stage_names, sel.group_labels, s.duration_ns, observed, keys)
     dur = s.duration_ns / NS_PER_DAY
@@ -470,8 +477,10 @@ class CompetingOutcomes(Result):
         r = np.maximum(rows, 0)
         before = rows < 0
         prob = np.c_[aj.cif[r], km.survival[r]]
-        lo = np.c_[aj.ci_lower[r], km.ci_lower[r]]
-        hi = np.c_[aj.ci_upper[r], km.ci_upper[r]]
+        aj_lo, aj_hi = aj.interval(r)
+        km_lo, km_hi = km.interval(r)
+        lo = np.c_[aj_lo, km_lo]
+        hi = np.c_[aj_hi, km_hi]
         k = aj.cif.shape[1]
         prob[before] = np.r_[np.zeros(k), 1.0]
         lo[before] = np.r_[np.zeros(k), 1.0]
@@ -545,7 +554,9 @@ def _competing(
     dur, causes, keys = fit_args["durations_ns"], fit_args["causes"], fit_args["keys"]
     n_keys = len(fit_args["stage_names"] or [None]) * len(fit_args["group_labels"])
     k = len(outcome_names)
-    table = event_table(dur, causes, groups=keys, n_groups=n_keys, n_causes=k)
+    table = fit_args.get("table")
+    if table is None:
+        table = event_table(dur, causes, groups=keys, n_groups=n_keys, n_causes=k)
     km = kaplan_meier(table, alpha=alpha)
     aj = aalen_johansen(table, alpha=alpha)
     fit = Fit(table, km, aj, fit_args["stage_names"], fit_args["group_labels"], dur, causes, keys)
@@ -553,7 +564,11 @@ def _competing(
     naive = naive_medians(fit)
     counts = np.bincount(keys * (k + 1) + causes, minlength=n_keys * (k + 1)).reshape(n_keys, k + 1)
     ids, n, t_end, prob, lo, hi, med, nmed, outc = [], [], [], [], [], [], [], [], []
-    for key in fit.present():
+    present = list(fit.present())
+    ends = np.array([table.rows(key).stop - 1 for key in present], dtype=np.int64)
+    aj_lo, aj_hi = aj.interval(ends)
+    km_lo, km_hi = km.interval(ends)
+    for i, key in enumerate(present):
         r = table.rows(key)
         end = r.stop - 1
         for j in range(k):
@@ -562,16 +577,16 @@ def _competing(
             hit = np.flatnonzero(f >= final / 2 * (1 - 1e-12)) if final > 0 else []
             med.append(float(tdays[r][hit[0]]) if len(hit) else np.nan)
             prob.append(final)
-            lo.append(aj.ci_lower[end, j] if final > 0 else 0.0)
-            hi.append(aj.ci_upper[end, j] if final > 0 else 0.0)
+            lo.append(aj_lo[i, j] if final > 0 else 0.0)
+            hi.append(aj_hi[i, j] if final > 0 else 0.0)
             n.append(counts[key, j + 1])
             nmed.append(naive[key, j])
             outc.append(j)
         med.append(np.nan)
         s_end = km.survival[end]
         prob.append(s_end)
-        lo.append(km.ci_lower[end] if s_end > 0 else 0.0)
-        hi.append(km.ci_upper[end] if s_end > 0 else 0.0)
+        lo.append(km_lo[i] if s_end > 0 else 0.0)
+        hi.append(km_hi[i] if s_end > 0 else 0.0)
         n.append(counts[key, 0])
         nmed.append(np.nan)
         outc.append(k)
@@ -675,6 +690,7 @@ def stage_outcomes(
         "keys": sel.key,
         "stage_names": sel.stage_names,
         "group_labels": sel.group_labels,
+        "table": sel.table,
     }
     fit, frame = _competing(args, alpha=alpha, outcome_names=_STAGE_OUTCOMES, open_name=_IN_STAGE)
     notes = (

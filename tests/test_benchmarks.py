@@ -95,6 +95,12 @@ def test_targets_are_computed(bench):
         assert t["headline"] is False  # 300 deals is not the 1M-deal run
     ratio = next(t for t in res["targets"] if t["target"] == "ingest / pyarrow parse")
     assert ratio["value"] is not None
+    # the core target times the four steps in one process (the "core" step)
+    steps = res["sizes"][0]["steps"]
+    core = next(t for t in res["targets"] if t["target"].startswith("ingest+conversion"))
+    chain, duck = steps["core"]["median_s"], steps["duckdb_query"]["median_s"]
+    assert core["value"] == pytest.approx(chain / duck)
+    assert "in its own process" in core["note"]
 
 
 def test_duckdb_reference_matches_funnelstats_counts(tmp_path):

@@ -126,3 +126,71 @@ def test_restricted_mean_area_and_variance():
         est.append(a)
         vars_.append(v)
     assert np.std(est) == pytest.approx(np.sqrt(np.mean(vars_)), rel=0.15)
+
+
+def _direct_variance(table, j):
+    """Collett's variance of cause ``j`` written as its sum, row by row (no running sums)."""
+    out = np.empty(len(table.time))
+    for g in range(table.n_groups):
+        r = table.rows(g)
+        n = table.at_risk[r]
+        d = table.observed[r]
+        dk = table.events[r, j]
+        s = np.cumprod(1 - d / n)
+        s_prev = np.r_[1.0, s[:-1]]
+        f = np.cumsum(s_prev * dk / n)
+        for i in range(len(n)):
+            k = slice(0, i + 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                a = np.where(n[k] > d[k], d[k] / (n[k] * (n[k] - d[k])), 0.0)
+            b = s_prev[k] ** 2 * dk[k] * (n[k] - dk[k]) / n[k] ** 3
+            c = s_prev[k] * dk[k] / n[k] ** 2
+            diff = f[i] - f[k]
+            out[r.start + i] = max(float(np.sum(diff**2 * a + b - 2 * diff * c)), 0.0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_variance_at_chosen_rows_equals_the_full_variance(seed, monkeypatch):
+    """The variance summed up to a few rows equals the running-sum variance at every row and
+    the sum written out term by term; so do the interval bounds read at those rows."""
+    import funnelstats._estimators as est
+
+    rng = np.random.default_rng(seed)
+    n, n_groups = int(rng.integers(5, 120)), int(rng.integers(1, 4))
+    t = rng.integers(0, int(rng.choice([4, 30, 10**6])), n)
+    e = rng.integers(0, 4, n)
+    g = rng.integers(0, n_groups, n)
+    tab = event_table(t, e, groups=g, n_groups=n_groups + 1, n_causes=3)  # one empty group
+    full = aalen_johansen(tab)
+    m = len(tab.time)
+    ends = tab.offsets[1:][np.diff(tab.offsets) > 0] - 1
+    picks = [ends, rng.choice(m, size=int(rng.integers(1, m + 1))), np.arange(m)]
+    monkeypatch.setattr(est, "_SPARSE_FACTOR", 0)  # always the summed-up path
+    for j in range(3):
+        direct = _direct_variance(tab, j)
+        np.testing.assert_allclose(full.variance_of(j), direct, rtol=1e-9, atol=1e-15)
+        for rows in picks:
+            fresh = aalen_johansen(tab)
+            np.testing.assert_allclose(
+                fresh.variance_at(rows, j), direct[rows], rtol=1e-9, atol=1e-15
+            )
+    lo, hi = aalen_johansen(tab).interval(ends)
+    np.testing.assert_allclose(lo, full.ci_lower[ends], rtol=1e-9)
+    np.testing.assert_allclose(hi, full.ci_upper[ends], rtol=1e-9)
+    km = kaplan_meier(tab)
+    klo, khi = km.interval(ends)
+    np.testing.assert_array_equal(klo, km.ci_lower[ends])
+    np.testing.assert_array_equal(khi, km.ci_upper[ends])
+
+
+def test_packed_and_sorted_counting_agree():
+    """Integer durations take the packed-key count, floats the lexsort one: same table."""
+    rng = np.random.default_rng(7)
+    t = rng.integers(0, 50, 3000)
+    e = rng.integers(0, 4, 3000)
+    g = rng.integers(0, 5, 3000)
+    a = event_table(t, e, groups=g, n_groups=6, n_causes=3)
+    b = event_table(t.astype(float), e, groups=g, n_groups=6, n_causes=3)
+    for f in ("group", "time", "at_risk", "events", "censored", "offsets", "totals"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
