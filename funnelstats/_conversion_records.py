@@ -139,11 +139,13 @@ def _index(data: FunnelData) -> _EventIndex:
     )
 
 
-def _next_true(mask: np.ndarray) -> np.ndarray:
-    """For each position i: the smallest j >= i with ``mask[j]``, or ``len(mask)``."""
-    n = len(mask)
-    pos = np.where(mask, np.arange(n, dtype=np.int64), n)
-    return np.minimum.accumulate(pos[::-1])[::-1] if n else pos
+def _next_true(mask: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """For each position i in ``at``: the smallest j >= i with ``mask[j]``, or ``len(mask)``."""
+    hits = np.flatnonzero(mask)
+    i = np.searchsorted(hits, at)
+    if not len(hits):
+        return np.full(len(at), len(mask), dtype=np.int64)
+    return np.where(i < len(hits), hits[np.minimum(i, len(hits) - 1)], len(mask))
 
 
 def _first_per_deal(mask: np.ndarray, deal: np.ndarray) -> np.ndarray:
@@ -210,16 +212,20 @@ def _stage_records(data: FunnelData, skips: str) -> StageRecords:
     reopen_at = np.flatnonzero(reopen_ev)
     parts: list[tuple[np.ndarray, ...]] = []
     strict_reach = _first_per_deal((ev.stage == 0) & (np.arange(ev.n) == ev.first), ev.deal)
+    # stage codes in the smallest integer type: the passes per stage below read less memory
+    small = np.min_scalar_type(-max(len(data.pipeline.order), 1))
+    stage = ev.stage.astype(small)
+    prev_open = ev.prev_open.astype(small)
     for s in range(n_open):
-        beyond = forward & (ev.stage > s)
+        beyond = forward & (stage > s)
         if skips == "reached":
-            skip_over = beyond & (ev.prev_open >= 0) & (ev.prev_open < s)
-            reach = _first_per_deal((ev.stage == s) | skip_over, ev.deal)
+            skip_over = beyond & (prev_open >= 0) & (prev_open < s)
+            reach = _first_per_deal((stage == s) | skip_over, ev.deal)
         else:
             reach = strict_reach
         if not len(reach):
             continue
-        nb = _next_true(beyond)[reach]
+        nb = _next_true(beyond, reach)
         last = ev.last[reach]
         got_past = nb <= last
         pas = np.where(got_past, nb, last)

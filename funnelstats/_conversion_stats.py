@@ -146,7 +146,7 @@ def aj_fit(
     )
     aj = aalen_johansen(table, alpha=alpha)
     rows = len(table.time)
-    cif = aj.cif[:, 0] if rows else np.zeros(0)
+    cif = aj.cif_of(0) if rows else np.zeros(0)
     return AJFit(table, cif, aj.survival, alpha, aj)
 
 

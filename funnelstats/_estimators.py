@@ -214,9 +214,9 @@ def _packed_counts(
 
     Group, duration and cause are packed into one int64 key per subject (the
     cause in the low bits) and the keys sorted: one sort of plain integers.
-    Runs of equal keys are the exits (or censorings) of one cause at one
-    duration in one group, so every count is a difference of positions; no
-    gathers over all subjects. None when the values do not fit in 63 bits.
+    Runs of equal (group, duration) are the rows of the table; the exits of
+    each cause and the censorings in every row are one ``bincount`` of
+    (row, cause) cells. None when the values do not fit in 63 bits.
     """
     n = len(durations)
     if not n or durations.dtype.kind not in "iu":
@@ -234,42 +234,27 @@ def _packed_counts(
     key <<= bits
     key |= causes
     key.sort()
-    seg_new = np.empty(n, dtype=bool)
-    seg_new[0] = True
-    np.not_equal(key[1:], key[:-1], out=seg_new[1:])
-    if seg_new.all():  # every key distinct: each subject is its own run of one cause
-        seg = None
-        ukey = key
-    else:
-        seg = np.flatnonzero(seg_new)  # runs of one (group, duration, cause)
-        ukey = key[seg]
-    del seg_new
-    seg_rest = ukey >> bits  # group * span + duration
-    run_new = np.empty(len(ukey), dtype=bool)
+    rest = key >> bits  # group * span + duration
+    key &= (1 << bits) - 1  # the cause
+    run_new = np.empty(n, dtype=bool)  # runs of one (group, duration)
     run_new[0] = True
-    np.not_equal(seg_rest[1:], seg_rest[:-1], out=run_new[1:])
-    run_rest = seg_rest[run_new]
-    del seg_rest
+    np.not_equal(rest[1:], rest[:-1], out=run_new[1:])
+    run_rest = rest[run_new]
+    del rest
     m = len(run_rest)
-    seg_cause = ukey & ((1 << bits) - 1)
-    # positions (in the sorted keys) where each run of one (group, duration) starts
-    pos = np.arange(len(ukey), dtype=np.int64) if seg is None else seg
-    run_pos = np.r_[pos[run_new], n]
-    removed = np.diff(run_pos).astype(float)
-    run_of_seg = np.cumsum(run_new)
-    run_of_seg -= 1
-    # cell (run, cause) of each run of equal keys, counted in one pass
-    cell = run_of_seg
+    removed = np.diff(np.r_[np.flatnonzero(run_new), n]).astype(float)
+    # cell (run, cause) of each subject, counted in one pass
+    cell = np.cumsum(run_new)
+    del run_new
+    cell -= 1
     cell *= n_causes + 1
-    cell += seg_cause
-    if seg is None:
-        counts = np.bincount(cell, minlength=m * (n_causes + 1))
-    else:
-        seg_len = np.diff(np.r_[seg, n])
-        counts = np.bincount(cell, weights=seg_len, minlength=m * (n_causes + 1))
-    counts = counts.reshape(m, n_causes + 1)
+    cell += key
+    del key
+    counts = np.bincount(cell, minlength=m * (n_causes + 1)).reshape(m, n_causes + 1)
+    del cell
     ev = counts[:, 1:].astype(float)
     cens = counts[:, 0].astype(float)
+    del counts
     group = run_rest // span
     run_rest -= group * span
     return group, run_rest.astype(float), ev, cens, removed
@@ -299,6 +284,9 @@ class KMResult:
 
     def interval(self, rows: np.ndarray | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exponential Greenwood (log(-log)) bounds at ``rows`` (default: every row)."""
+        return self._side(rows, lower=True), self._side(rows, lower=False)
+
+    def _side(self, rows: np.ndarray | slice | None, *, lower: bool) -> np.ndarray:
         sel = slice(None) if rows is None else rows
         surv = np.asarray(self.survival[sel], dtype=float)
         gw = np.asarray(self.greenwood[sel], dtype=float)
@@ -307,15 +295,44 @@ class KMResult:
             v = np.log(surv)
             half = z * np.sqrt(gw) / v
             lv = np.log(-v)
-            lower = np.exp(-np.exp(lv - half))
-            upper = np.exp(-np.exp(lv + half))
-        lower = np.where(np.isnan(lower), 1.0, lower)
-        upper = np.where(np.isnan(upper), 1.0, upper)
+            out = np.exp(-np.exp(lv - half if lower else lv + half))
+        out = np.where(np.isnan(out), 1.0, out)
         # where S = 0 the interval collapses to 0 (lifelines fills NaN with 1; 0 is what it means)
-        zero = surv == 0
-        lower[zero] = 0.0
-        upper[zero] = 0.0
-        return lower, upper
+        out[surv == 0] = 0.0
+        return out
+
+    def bound_quantiles(
+        self, rows: slice, time: np.ndarray, qs: Sequence[float]
+    ) -> list[tuple[float, float]]:
+        """:func:`quantile_time` of the lower and upper bound curves over ``rows``, per ``q``.
+
+        Equal to reading the whole bound curves, but each is computed only
+        where the answer can be: the lower bound is at most ``S`` and the
+        upper at least ``S`` (``S`` in [0, 1]), so the lower curve reaches
+        ``q`` no later than ``S`` does, and the upper one no earlier.
+        """
+        surv = self.survival[rows]
+        n = len(surv)
+        # S is non-increasing: the first row at or below q by binary search on -S
+        first = {q: int(np.searchsorted(-surv, -q, side="left")) for q in qs}
+        lo_end = n if any(i >= n for i in first.values()) else max(first.values()) + 1
+        lo = self._side(slice(rows.start, rows.start + lo_end), lower=True)
+        out = []
+        for q in qs:
+            hit = np.flatnonzero(lo <= q)
+            q_lo = float(time[hit[0]]) if len(hit) else float("inf")
+            q_hi = float("inf")
+            i, step = first[q], 4096
+            while i < n:  # the upper curve, chunk by chunk from where S reaches q
+                stop = min(n, i + step)
+                up = self._side(slice(rows.start + i, rows.start + stop), lower=False)
+                hit = np.flatnonzero(up <= q)
+                if len(hit):
+                    q_hi = float(time[i + hit[0]])
+                    break
+                i, step = stop, step * 4
+            out.append((q_lo, q_hi))
+        return out
 
     @cached_property
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -353,9 +370,10 @@ def kaplan_meier(table: EventTable, *, alpha: float = 0.05) -> KMResult:
 class AJResult:
     """Aalen–Johansen cumulative incidence per cause at each row.
 
-    ``cif`` (rows × causes) and ``survival`` (the overall Kaplan–Meier
-    probability of not having exited) are computed at once; the delta-method
-    variance of a cause and the interval bounds only when first read, and
+    ``survival`` (the overall Kaplan–Meier probability of not having exited)
+    is computed at once; the incidence ``cif`` (rows × causes) and the
+    delta-method variance of a cause and the interval bounds when first read,
+    one cause at a time (:meth:`cif_of`, :meth:`variance_of`), and
     :meth:`interval` gives the bounds at chosen rows without the rest.
     """
 
@@ -363,25 +381,37 @@ class AJResult:
         self.table = table
         self.alpha = alpha
         self.survival = km.survival
-        rows, k = table.events.shape
-        n = table.at_risk
+        rows = len(table.time)
         self._s_prev = np.empty(rows)
         for gi in range(table.n_groups):
             r = table.rows(gi)
             if r.stop > r.start:
                 self._s_prev[r.start] = 1.0
                 self._s_prev[r.start + 1 : r.stop] = km.survival[r.start : r.stop - 1]
-        cif = np.empty((rows, k))
-        for j in range(k):
+        self._cif: dict[int, np.ndarray] = {}
+        self._var: dict[int, np.ndarray] = {}
+
+    def cif_of(self, j: int) -> np.ndarray:
+        """Cumulative incidence of cause ``j`` (column ``j`` of :attr:`cif`) at every row."""
+        if j not in self._cif:
+            table = self.table
             with np.errstate(divide="ignore", invalid="ignore"):
                 inc = self._s_prev * table.events[:, j]
-                inc /= n
+                inc /= table.at_risk
             for gi in range(table.n_groups):
                 r = table.rows(gi)
                 np.cumsum(inc[r], out=inc[r])
-            cif[:, j] = inc
-        self.cif = cif
-        self._var: dict[int, np.ndarray] = {}
+            self._cif[j] = inc
+        return self._cif[j]
+
+    @cached_property
+    def cif(self) -> np.ndarray:
+        """Cumulative incidence of every cause (rows × causes)."""
+        k = self.table.events.shape[1]
+        out = np.empty((len(self.table.time), k))
+        for j in range(k):
+            out[:, j] = self.cif_of(j)
+        return out
 
     def variance_of(self, j: int) -> np.ndarray:
         """Delta-method variance of cause ``j``'s incidence (column ``j``) at every row."""
@@ -402,7 +432,7 @@ class AJResult:
         """Per row, the terms whose running sums give the variance of cause ``j``."""
         n = self.table.at_risk
         dk = self.table.events[:, j]
-        f = self.cif[:, j]
+        f = self.cif_of(j)
         s_prev = self._s_prev
         a = self._a
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -429,7 +459,7 @@ class AJResult:
             r = table.rows(gi)
             for x in sums:
                 np.cumsum(x[r], out=x[r])
-        return self._combine(self.cif[:, j], sums)
+        return self._combine(self.cif_of(j), sums)
 
     def variance_at(self, rows: np.ndarray, j: int) -> np.ndarray:
         """The variance of cause ``j`` at ``rows`` only.
@@ -458,7 +488,7 @@ class AJResult:
         for lo, hi in zip(first, ends, strict=True):  # per group: running sums of segments
             np.cumsum(seg[:, lo:hi], axis=1, out=csum[:, lo:hi])
         sums = list(csum[:, seg_of_row])
-        return self._combine(self.cif[uniq, j], sums)[inv]
+        return self._combine(self.cif_of(j)[uniq], sums)[inv]
 
     @cached_property
     def variance(self) -> np.ndarray:
@@ -474,14 +504,14 @@ class AJResult:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Log(-log) bounds at ``rows`` (default every row) of cause ``j`` (default all)."""
         if rows is None:
-            cif = self.cif if j is None else self.cif[:, j]
+            cif = self.cif if j is None else self.cif_of(j)
             var = self.variance if j is None else self.variance_of(j)
         else:
             idx = np.arange(len(self.table.time))[rows] if isinstance(rows, slice) else rows
             idx = np.asarray(idx, dtype=np.int64)
             causes = range(self.cif.shape[1]) if j is None else [j]
             var = np.stack([self.variance_at(idx, c) for c in causes], axis=-1)
-            cif = self.cif[idx][:, list(causes)]
+            cif = np.stack([self.cif_of(c)[idx] for c in causes], axis=-1)
             if j is not None:
                 var, cif = var[:, 0], cif[:, 0]
         z = _z(self.alpha)

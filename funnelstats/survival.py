@@ -320,6 +320,7 @@ def time_in_stage(
             t, surv, tau_k, events=table.observed[r], at_risk=table.at_risk[r]
         )
         half = _z(alpha) * np.sqrt(var)
+        bounds = km.bound_quantiles(r, t, (0.5, 0.75, 0.25))
         rows.append(
             (
                 k,
@@ -327,14 +328,11 @@ def time_in_stage(
                 int(table.observed[r].sum()),
                 int(table.censored[r].sum()),
                 quantile_time(t, surv, 0.5),
-                quantile_time(t, km.ci_lower[r], 0.5),
-                quantile_time(t, km.ci_upper[r], 0.5),
+                *bounds[0],
                 quantile_time(t, surv, 0.75),
-                quantile_time(t, km.ci_lower[r], 0.75),
-                quantile_time(t, km.ci_upper[r], 0.75),
+                *bounds[1],
                 quantile_time(t, surv, 0.25),
-                quantile_time(t, km.ci_lower[r], 0.25),
-                quantile_time(t, km.ci_upper[r], 0.25),
+                *bounds[2],
                 rm,
                 max(rm - half, 0.0),
                 rm + half,
@@ -476,12 +474,12 @@ class CompetingOutcomes(Result):
         assert aj is not None  # built with one
         r = np.maximum(rows, 0)
         before = rows < 0
-        prob = np.c_[aj.cif[r], km.survival[r]]
+        k = aj.table.n_causes
+        prob = np.stack([*(aj.cif_of(j)[r] for j in range(k)), km.survival[r]], axis=-1)
         aj_lo, aj_hi = aj.interval(r)
         km_lo, km_hi = km.interval(r)
         lo = np.c_[aj_lo, km_lo]
         hi = np.c_[aj_hi, km_hi]
-        k = aj.cif.shape[1]
         prob[before] = np.r_[np.zeros(k), 1.0]
         lo[before] = np.r_[np.zeros(k), 1.0]
         hi[before] = np.r_[np.zeros(k), 1.0]
@@ -572,7 +570,7 @@ def _competing(
         r = table.rows(key)
         end = r.stop - 1
         for j in range(k):
-            f = aj.cif[r, j]
+            f = aj.cif_of(j)[r]
             final = f[-1]
             hit = np.flatnonzero(f >= final / 2 * (1 - 1e-12)) if final > 0 else []
             med.append(float(tdays[r][hit[0]]) if len(hit) else np.nan)

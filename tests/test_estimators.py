@@ -194,3 +194,33 @@ def test_packed_and_sorted_counting_agree():
     b = event_table(t.astype(float), e, groups=g, n_groups=6, n_causes=3)
     for f in ("group", "time", "at_risk", "events", "censored", "offsets", "totals"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bound_quantiles_equal_reading_the_whole_bound_curves(seed):
+    """Quantiles of the interval curves, computed only where they can be, equal
+    quantile_time on the full lower and upper curves (long groups, censored
+    groups whose curve never reaches 25%, tiny groups)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for g, (n, censor) in enumerate([(20_000, 0.2), (3_000, 0.9), (7, 0.3), (400, 0.0)]):
+        t = rng.integers(0, 10**7, n)
+        e = (rng.random(n) > censor).astype(np.int64)
+        parts.append((t, e, np.full(n, g)))
+    t, e, g = (np.concatenate(x) for x in zip(*parts, strict=True))
+    tab = event_table(t, e, groups=g, n_groups=4, n_causes=1)
+    km = kaplan_meier(tab)
+    for gi in range(4):
+        r = tab.rows(gi)
+        qs = (0.5, 0.75, 0.25)
+        got = km.bound_quantiles(r, tab.time[r], qs)
+        want = [
+            (
+                quantile_time(tab.time[r], km.ci_lower[r], q),
+                quantile_time(tab.time[r], km.ci_upper[r], q),
+            )
+            for q in qs
+        ]
+        assert got == want
+    # the heavily censored group never reaches 25%: its upper bound neither
+    assert km.bound_quantiles(tab.rows(1), tab.time[tab.rows(1)], (0.25,))[0][1] == np.inf
