@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
+from ._stays import memo
 from .data import FunnelData, _ns
 
 __all__ = ["NAT", "HistoryState", "history_state", "last_row_at"]
@@ -104,6 +105,10 @@ def history_state(data: FunnelData) -> HistoryState:
     >>> len(hs) == len(fs.load_sample().history)
     True
     """
+    return memo(data, "history_state", lambda: _history_state(data))
+
+
+def _history_state(data: FunnelData) -> HistoryState:
     h = data.history
     n = len(h)
     n_deals = data.n_deals

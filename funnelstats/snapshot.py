@@ -413,20 +413,26 @@ def flow(
         ("pushed", pushed, -1, -n_amt, p_stage),
     ]
 
-    # ---- per deal
+    # ---- per deal, over the deals open at either end or with a row in the period
+    # (``deals``, ascending); every other deal has nothing in any component
+    mark = m0 | m1
+    mark[deal] = True
+    deals = np.flatnonzero(mark)
+    local = (np.cumsum(mark) - 1)[deal]
+    n_local = len(deals)
     per_count: dict[str, np.ndarray] = {}
     per_amount: dict[str, np.ndarray] = {}
     # per (deal, stage) cell: the key and the amount of each row, summed per group below
     per_stage: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
     for name, mask, sign, amt, stg in rows:
-        d = deal[mask]
-        per_count[name] = sign * np.bincount(d, minlength=n_deals)
-        per_amount[name] = np.bincount(d, weights=amt[mask], minlength=n_deals)
-        per_stage[name] = (d * n_stage + stg[mask], amt[mask], sign)
+        d = local[mask]
+        per_count[name] = sign * np.bincount(d, minlength=n_local)
+        per_amount[name] = np.bincount(d, weights=amt[mask], minlength=n_local)
+        per_stage[name] = (deal[mask] * n_stage + stg[mask], amt[mask], sign)
     per_stage["open_start"] = (np.flatnonzero(m0) * n_stage + s0[m0], a0[m0], 1)
     per_stage["open_end"] = (np.flatnonzero(m1) * n_stage + s1[m1], a1[m1], 1)
-    per_count["open_start"], per_amount["open_start"] = m0.astype(np.int64), a0
-    per_count["open_end"], per_amount["open_end"] = m1.astype(np.int64), a1
+    per_count["open_start"], per_amount["open_start"] = m0[deals].astype(np.int64), a0[deals]
+    per_count["open_end"], per_amount["open_end"] = m1[deals].astype(np.int64), a1[deals]
     for memo, a_in in (
         ("moved_forward", "moved_in_forward"),
         ("moved_backward", "moved_in_backward"),
@@ -445,8 +451,9 @@ def flow(
 
     # ---- total per group
     records = []
+    local_group = gcode[deals]
     for g in range(n_groups):
-        sel = gcode == g
+        sel = local_group == g
         for c in components:
             role = (
                 "level"
@@ -494,10 +501,11 @@ def flow(
     by_stage[C.STAGE] = pd.Categorical(by_stage[C.STAGE], categories=open_names, ordered=True)
 
     # ---- per deal: every deal in the pipeline at some time in the period
-    touched = m0 | m1
+    touched = m0[deals] | m1[deals]
     for c in components:
         touched |= (per_count[c] != 0) | (per_amount[c] != 0)
-    idx = np.flatnonzero(touched)
+    li = np.flatnonzero(touched)  # positions in ``deals``
+    idx = deals[li]
     order = data.pipeline.order
     per_deal = pd.DataFrame({C.DEAL_ID: data.deals[C.DEAL_ID].iloc[idx].to_numpy()})
     if by is not None:
@@ -513,8 +521,8 @@ def flow(
         ordered=True,
     )
     for c in components:
-        per_deal[f"{c}_count"] = per_count[c][idx]
-        per_deal[f"{c}_amount"] = per_amount[c][idx]
+        per_deal[f"{c}_count"] = per_count[c][li]
+        per_deal[f"{c}_amount"] = per_amount[c][li]
 
     notes = []
     unknown = int(np.count_nonzero((m0 | m1) & np.isnan(_amount_at_end(hs, n_deals, end_ns))))
