@@ -428,16 +428,26 @@ class AJResult:
             # F(t) - F_i = 0: count it as 0 rather than 0 * inf
             return np.where(n > d_all, d_all / (n * (n - d_all)), 0.0)
 
+    @cached_property
+    def _w(self) -> np.ndarray:
+        return self._s_prev / self.table.at_risk  # S(t-) / n
+
+    @cached_property
+    def _w2(self) -> np.ndarray:
+        return self._w / self.table.at_risk  # S(t-) / n^2
+
     def _terms(self, j: int) -> list[np.ndarray]:
-        """Per row, the terms whose running sums give the variance of cause ``j``."""
+        """Per row, the terms whose running sums give the variance of cause ``j``:
+        ``a, a F, a F^2, b, c, c F`` with ``c = S(t-) d_j / n^2`` and
+        ``b = c S(t-) (n - d_j) / n``."""
         n = self.table.at_risk
         dk = self.table.events[:, j]
         f = self.cif_of(j)
-        s_prev = self._s_prev
         a = self._a
-        with np.errstate(divide="ignore", invalid="ignore"):
-            c = s_prev * dk / (n * n)
-            b = c * s_prev * (n - dk) / n
+        c = self._w2 * dk
+        b = n - dk
+        b *= self._w
+        b *= c
         af = a * f
         return [a, af, af * f, b, c, c * f]
 
@@ -493,8 +503,8 @@ class AJResult:
     @cached_property
     def variance(self) -> np.ndarray:
         """Variance of every cause (rows × causes)."""
-        k = self.cif.shape[1]
-        out = np.empty(self.cif.shape)
+        k = self.table.n_causes
+        out = np.empty((len(self.table.time), k))
         for j in range(k):
             out[:, j] = self.variance_of(j)
         return out
@@ -509,7 +519,7 @@ class AJResult:
         else:
             idx = np.arange(len(self.table.time))[rows] if isinstance(rows, slice) else rows
             idx = np.asarray(idx, dtype=np.int64)
-            causes = range(self.cif.shape[1]) if j is None else [j]
+            causes = range(self.table.n_causes) if j is None else [j]
             var = np.stack([self.variance_at(idx, c) for c in causes], axis=-1)
             cif = np.stack([self.cif_of(c)[idx] for c in causes], axis=-1)
             if j is not None:
