@@ -25,7 +25,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "select_rows", "take_rows"]
+__all__ = [
+    "decimal_amounts",
+    "empty_values",
+    "iso_timestamps",
+    "plain_ends",
+    "printable_words",
+    "select_rows",
+    "take_rows",
+]
 
 _REFUSED_SLICE = 1 << 16  # when pyarrow refuses a column, it is retried in slices this long
 
@@ -157,6 +165,34 @@ def plain_ends(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
         last -= np.uint8(0x21)
         ok |= (first <= 0x5D) & (last <= 0x5D)
     return all_lengths, clean
+
+
+def printable_words(arr: pa.ChunkedArray) -> bool:
+    """Whether every byte of the values is printable ASCII other than a space (0x21-0x7E).
+
+    Such values have no spaces to strip, no invisible or control characters and no
+    non-ASCII text; one pass over the bytes, chunk by chunk. False for arrays that are not
+    plain string arrays.
+    """
+    if not _plain(arr):
+        return False
+    for _row, starts, lengths, data in _chunks(arr):
+        if not len(data) or not len(starts):
+            continue
+        lo = int(starts[0])
+        hi = int(starts[-1]) + max(int(lengths[-1]), 0)
+        b = data[lo:hi] - np.uint8(0x21)  # bytes below 0x21 wrap round to large values
+        if (b > 0x5D).any():
+            return False
+    return True
+
+
+def empty_values(arr: pa.ChunkedArray) -> np.ndarray:
+    """Which values are empty or missing (plain string arrays)."""
+    out = np.empty(len(arr), dtype=bool)
+    for row, _starts, lengths, _data in _chunks(arr):
+        np.less_equal(lengths, 0, out=out[row : row + len(lengths)])
+    return out
 
 
 def _groups(arr: pa.ChunkedArray, wanted: set[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
