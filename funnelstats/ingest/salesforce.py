@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..data import FunnelData
@@ -64,10 +65,17 @@ def _true_false(s: pd.Series) -> np.ndarray | None:
     arr = _arrow_strings(s)
     if arr is None or arr.null_count:
         return None
-    true = pc.equal(arr, "true")
-    if not pc.all(pc.or_(true, pc.equal(arr, "false"))).as_py():
+    flags = np.empty(len(arr), dtype=bool)
+    row = 0
+    for chunk in arr.chunks:  # the rows not "false" (a few) must all be "true"
+        k = len(chunk)
+        np.logical_not(
+            pc.equal(chunk, "false").to_numpy(zero_copy_only=False), out=flags[row : row + k]
+        )
+        row += k
+    if flags.any() and not pc.all(pc.equal(arr.filter(pa.array(flags)), "true")).as_py():
         return None
-    return np.asarray(true.to_numpy(zero_copy_only=False), dtype=bool)
+    return flags
 
 
 def read_salesforce(

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import _columns as C
-from ..data import FunnelData, to_timestamp
+from ..data import FunnelData, _derive, to_timestamp
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline, suggest_stage
 from . import _parse
@@ -370,13 +370,13 @@ def _build_funnel(
     col = cols.get
     tz_given = tz is not None
     tz = tz or "UTC"
+    # the worker parses the times of the changes, then the close dates; the amounts are
+    # parsed here meanwhile (the two threads take about as long)
     parses.start("at", parse_timestamps, mapped.at, tz=tz, dayfirst=dayfirst)
+    if mapped.close_date is not None:
+        parses.start("close_date", parse_timestamps, mapped.close_date, tz=tz, dayfirst=dayfirst)
     if mapped.amount is not None:
-        parses.start("amount", parse_amounts, mapped.amount)
-    if mapped.close_date is not None:  # the worker has the other two: this one is made here
-        parses.start(
-            "close_date", parse_timestamps, mapped.close_date, here=True, tz=tz, dayfirst=dayfirst
-        )
+        parses.start("amount", parse_amounts, mapped.amount, here=True)
     notes = list(table.notes) + list(mapped.notes)
     k = _Collector(mapped)
     n = len(mapped.deal)
@@ -581,7 +581,8 @@ def _build_funnel(
     deal_codes_all = None  # type: ignore[assignment]
     stage_map = np.append(pd.Index(pipeline.order).get_indexer(stage_names), -1)
     stage_codes = stage_map[stage_all[idx]].astype(np.int64, copy=False)
-    stage_codes[~known_stage[idx]] = -1
+    if smiss.any():
+        stage_codes[~known_stage[idx]] = -1
     at_a = at[idx]
     # the full-length parses are no longer needed: let their memory go
     times = am = cd = stage_all = at = None  # type: ignore[assignment]
@@ -788,6 +789,12 @@ def _build_funnel(
         k.raise_first()
     report = _make_report(k, mapped, notes, malformed_frame, pipeline)
     object.__setattr__(data, "report", report)
+    if _parse.FAST_PATH and len(deal_codes) == len(history):
+        # the deals and events FunnelData derives on first use, derived here from the deal
+        # codes the rows were sorted by (the deal ids need not be compared again)
+        data.__dict__["_derived"] = _derive(
+            history, pipeline, mapped.undated, created_series, deal_codes=deal_codes
+        )
     return data
 
 
