@@ -487,7 +487,8 @@ def _derive(
             C.AMOUNT: latest_amount,
             C.STAGE: pd.Categorical.from_codes(last_stage, dtype=dtype),
             C.FURTHEST_STAGE: pd.Categorical.from_codes(furthest, dtype=dtype),
-        }
+        },
+        copy=False,  # every column is a new array made here
     )
     if created is not None and len(created):
         given = created.reindex(deals[C.DEAL_ID].to_numpy())

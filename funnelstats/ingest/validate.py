@@ -586,9 +586,13 @@ def _build_funnel(
     at_a = at[idx]
     # the full-length parses are no longer needed: let their memory go
     times = am = cd = stage_all = at = None  # type: ignore[assignment]
-    upd = update_only[idx] & (stage_codes < 0)
+    upd = (
+        update_only[idx] & (stage_codes < 0)
+        if update_only.any()
+        else np.zeros(len(idx), dtype=bool)
+    )
     # an update that ties with a stage change at the same instant sorts after it
-    tie_rank = np.where(upd, len(pipeline.order), stage_codes)
+    tie_rank = np.where(upd, len(pipeline.order), stage_codes) if upd.any() else stage_codes
     reordered = False
     if not _is_sorted(deal_codes, at_a, tie_rank):
         # lexsort is stable and idx is increasing: ties keep the source order
@@ -729,7 +733,7 @@ def _build_funnel(
             C.DEAL_ID: (
                 select_rows(deal, idx)
                 if not reordered and deal.dtype == _ARROW_STRING
-                else deal_uniques.take(deal_codes)
+                else deal_uniques().take(deal_codes)
             )
             if len(idx)
             else pd.array([], dtype="string[pyarrow]"),
@@ -1033,9 +1037,9 @@ def _strip(s: pd.Series, *, words: bool = False) -> tuple[pd.Series, np.ndarray,
     return stripped, missing, changed
 
 
-def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
-    """Codes of every value that sort as the values do (-1 for missing), and the values
-    per code.
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Callable[[], Any]]:
+    """Codes of every value that sort as the values do (-1 for missing), and a function
+    that gives the values per code (made when asked for: most exports never need them).
 
     Factorizes the whole column once (no copy of the selected strings) and ranks the
     distinct values, as ``pd.factorize(values.iloc[idx], sort=True)`` orders them for the
@@ -1050,14 +1054,14 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
             new[1:] = pc.not_equal(head, tail).to_numpy(zero_copy_only=False)
             codes = np.cumsum(new, dtype=np.int64)
             codes -= 1
-            firsts = np.flatnonzero(new)
-            return codes, select_rows(values, firsts)
+            return codes, lambda: select_rows(values, np.flatnonzero(new))
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     order = np.asarray(uniques.argsort(), dtype=np.int64)
     rank = np.empty(len(uniques) + 1, dtype=np.int64)
     rank[order] = np.arange(len(uniques))
     rank[-1] = -1
-    return rank[codes], pd.array(uniques.take(order), dtype="string[pyarrow]")
+    by_code = pd.array(uniques.take(order), dtype="string[pyarrow]")
+    return rank[codes], lambda: by_code
 
 
 def _is_sorted(deal: np.ndarray, at: np.ndarray, tie: np.ndarray) -> bool:
