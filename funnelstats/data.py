@@ -399,13 +399,8 @@ def _derive(
     pipeline: Pipeline,
     undated: pd.DataFrame | None,
     created: pd.Series | None,
-    deal_codes: np.ndarray | None = None,
 ) -> _Derived:
-    """The deals table and the event arrays from the history (sorted by deal and time).
-
-    ``deal_codes`` (one per history row, equal where the deal id is equal; what ingest
-    sorted the rows by) saves comparing the deal ids.
-    """
+    """The deals table and the event arrays from the history (sorted by deal and time)."""
     dtype = pipeline.dtype
     kind = pipeline.kind_codes()
     deal_ids = history[C.DEAL_ID]
@@ -418,8 +413,20 @@ def _derive(
     new_deal = np.ones(n, dtype=bool)
     new_run = np.ones(n, dtype=bool)
     if n > 1:
-        if deal_codes is not None:  # the deal codes validation sorted the rows by
-            np.not_equal(deal_codes[1:], deal_codes[:-1], out=new_deal[1:])
+        ca = getattr(deal_ids.array, "_pa_array", None)
+        if (
+            hasattr(ca, "chunks")
+            and ca.null_count == 0
+            and str(ca.type) in ("string", "large_string")
+        ):
+            import pyarrow.compute as pc
+
+            # arrow strings compared by pyarrow, the result written chunk by chunk
+            row = 1
+            for chunk in pc.not_equal(ca.slice(0, n - 1), ca.slice(1)).chunks:
+                k = len(chunk)
+                new_deal[row : row + k] = chunk.to_numpy(zero_copy_only=False)
+                row += k
         else:
             ids = deal_ids.to_numpy(dtype=object) if deal_ids.dtype == object else deal_ids.array
             np.not_equal(np.asarray(ids[1:] == ids[:-1], dtype=bool), True, out=new_deal[1:])

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import _columns as C
-from ..data import FunnelData, _derive, to_timestamp
+from ..data import FunnelData, to_timestamp
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline, suggest_stage
 from . import _parse
@@ -793,12 +793,6 @@ def _build_funnel(
         k.raise_first()
     report = _make_report(k, mapped, notes, malformed_frame, pipeline)
     object.__setattr__(data, "report", report)
-    if _parse.FAST_PATH and len(deal_codes) == len(history):
-        # the deals and events FunnelData derives on first use, derived here from the deal
-        # codes the rows were sorted by (the deal ids need not be compared again)
-        data.__dict__["_derived"] = _derive(
-            history, pipeline, mapped.undated, created_series, deal_codes=deal_codes
-        )
     return data
 
 
