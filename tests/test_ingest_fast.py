@@ -714,3 +714,11 @@ def test_derive_from_arrow_ids_matches_comparing_python_strings(sample, chunk):
         got.dropna(), want.reindex(got.index).dropna(), check_names=False, check_index_type=False
     )
     assert got.isna().sum() == len(got) - len(want)
+
+
+def test_byte_classes_of_decimals_by_arithmetic_match_the_table():
+    every = np.tile(np.arange(256, dtype=np.uint8), 3)[5:]  # a slice: not aligned
+    out = np.empty_like(every)
+    _fastparse._classes(every, out)
+    np.testing.assert_array_equal(out, _fastparse._DECIMAL_CLASS[every])
+    assert set(out.tolist()) == {0, 1, 16}
