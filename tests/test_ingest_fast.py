@@ -722,3 +722,24 @@ def test_byte_classes_of_decimals_by_arithmetic_match_the_table():
     _fastparse._classes(every, out)
     np.testing.assert_array_equal(out, _fastparse._DECIMAL_CLASS[every])
     assert set(out.tolist()) == {0, 1, 16}
+
+
+@pytest.mark.parametrize("large", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_factorize_of_arrow_strings_matches_pandas(large, seed):
+    rng = np.random.default_rng(seed)
+    pool = np.array(["Prospecting", "Closed Won", "é", "", "x y", "Négociation"], dtype=object)
+    for size in (1, 5, 80):
+        for values in (list(rng.choice(pool, size)), list(rng.choice(pool[:2], size))):
+            s = _chunked(values, seed=seed, large=large)
+            codes, uniques = _fastparse.factorize(s)
+            want_codes, want_uniques = pd.factorize(s, use_na_sentinel=True)
+            np.testing.assert_array_equal(codes, want_codes)
+            pd.testing.assert_index_equal(uniques, want_uniques)
+    # missing values and empty columns: pandas' own result
+    for values in (["a", None, "b", "a"], []):
+        s = _chunked(values, seed=seed, large=large) if values else pd.Series([], dtype="string")
+        codes, uniques = _fastparse.factorize(s)
+        want_codes, want_uniques = pd.factorize(s, use_na_sentinel=True)
+        np.testing.assert_array_equal(codes, want_codes)
+        pd.testing.assert_index_equal(uniques, want_uniques)

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 __all__ = [
     "decimal_amounts",
     "empty_values",
+    "factorize",
     "iso_timestamps",
     "plain_ends",
     "printable_words",
@@ -185,6 +186,30 @@ def printable_words(arr: pa.ChunkedArray) -> bool:
         if (b > 0x5D).any():
             return False
     return True
+
+
+def factorize(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """``pd.factorize(values, use_na_sentinel=True)`` for arrow strings without missing
+    values, with int32 codes copied chunk by chunk (pandas joins the chunks and widens
+    the codes to int64: two more copies of the column's codes).
+
+    pyarrow encodes a column of many chunks with one table of distinct values, so every
+    chunk carries the same dictionary (checked; pandas' own result otherwise).
+    """
+    arr = getattr(values.array, "_pa_array", None)
+    if not isinstance(arr, pa.ChunkedArray) or arr.null_count or not len(arr):
+        return pd.factorize(values, use_na_sentinel=True)
+    encoded = arr.dictionary_encode()
+    uniques = encoded.chunk(encoded.num_chunks - 1).dictionary
+    if not all(c.dictionary.equals(uniques) for c in encoded.chunks):
+        return pd.factorize(values, use_na_sentinel=True)
+    codes = np.empty(len(arr), dtype=np.int32)
+    row = 0
+    for c in encoded.chunks:
+        k = len(c)
+        codes[row : row + k] = c.indices.to_numpy(zero_copy_only=False)
+        row += k
+    return codes, pd.Index(type(values.array)(uniques))
 
 
 def empty_values(arr: pa.ChunkedArray) -> np.ndarray:

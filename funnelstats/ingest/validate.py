@@ -26,7 +26,14 @@ from ..data import FunnelData, to_timestamp
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline, suggest_stage
 from . import _parse
-from ._fastparse import empty_values, plain_ends, printable_words, select_rows, take_rows
+from ._fastparse import (
+    empty_values,
+    factorize,
+    plain_ends,
+    printable_words,
+    select_rows,
+    take_rows,
+)
 from ._io import Table
 from ._parse import NAT, _arrow_strings, parse_amounts, parse_timestamps
 from .report import RULES, IngestReport
@@ -881,7 +888,7 @@ def _plain_names(stage: pd.Series) -> tuple[np.ndarray, Any] | None:
     """
     if not _parse.FAST_PATH or _arrow_strings(stage) is None:
         return None
-    codes, uniques = pd.factorize(stage, use_na_sentinel=True)
+    codes, uniques = factorize(stage)
     names = pd.Series(uniques, dtype=stage.dtype)
     if names.str.contains(_INVISIBLE, regex=True).to_numpy(dtype=bool, na_value=True).any():
         return None
