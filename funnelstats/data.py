@@ -400,6 +400,7 @@ def _derive(
     undated: pd.DataFrame | None,
     created: pd.Series | None,
 ) -> _Derived:
+    """The deals table and the event arrays from the history (sorted by deal and time)."""
     dtype = pipeline.dtype
     kind = pipeline.kind_codes()
     deal_ids = history[C.DEAL_ID]
@@ -412,20 +413,37 @@ def _derive(
     new_deal = np.ones(n, dtype=bool)
     new_run = np.ones(n, dtype=bool)
     if n > 1:
-        ids = deal_ids.to_numpy(dtype=object) if deal_ids.dtype == object else deal_ids.array
-        np.not_equal(np.asarray(ids[1:] == ids[:-1], dtype=bool), True, out=new_deal[1:])
+        ca = getattr(deal_ids.array, "_pa_array", None)
+        if (
+            hasattr(ca, "chunks")
+            and ca.null_count == 0
+            and str(ca.type) in ("string", "large_string")
+        ):
+            import pyarrow.compute as pc
+
+            # arrow strings compared by pyarrow, the result written chunk by chunk
+            row = 1
+            for chunk in pc.not_equal(ca.slice(0, n - 1), ca.slice(1)).chunks:
+                k = len(chunk)
+                new_deal[row : row + k] = chunk.to_numpy(zero_copy_only=False)
+                row += k
+        else:
+            ids = deal_ids.to_numpy(dtype=object) if deal_ids.dtype == object else deal_ids.array
+            np.not_equal(np.asarray(ids[1:] == ids[:-1], dtype=bool), True, out=new_deal[1:])
         np.not_equal(stage[1:], stage[:-1], out=new_run[1:])
         new_run |= new_deal
-    deal = np.cumsum(new_deal, dtype=np.int64)
-    deal -= 1
     ev = np.flatnonzero(new_run)
-    ev_deal = deal[ev]
+    first_row = np.flatnonzero(new_deal)
+    n_deals = len(first_row)
+    # a new deal starts a new run: the deal of each event counts the deal starts up to it
+    ev_new_deal = new_deal[ev]
+    ev_deal = np.cumsum(ev_new_deal, dtype=np.int64)
+    ev_deal -= 1
     ev_stage = stage[ev].astype(np.int64)
     ev_at = at[ev]
     m = len(ev)
     last_of_deal = np.ones(m, dtype=bool)
-    if m > 1:
-        np.not_equal(ev_deal[1:], ev_deal[:-1], out=last_of_deal[:-1])
+    last_of_deal[:-1] = ev_new_deal[1:]
     ev_exit = np.empty(m, dtype=np.int64)
     ev_next = np.empty(m, dtype=np.int64)
     if m:
@@ -445,8 +463,6 @@ def _derive(
     )
 
     # ---- deals
-    n_deals = int(deal[-1]) + 1 if n else 0
-    first_row = np.flatnonzero(new_deal)
     last_ev = np.flatnonzero(last_of_deal)
     last_stage = ev_stage[last_ev]
     last_kind = kind[last_stage] if len(last_stage) else np.zeros(0, np.int8)
@@ -460,14 +476,14 @@ def _derive(
     # (events are sorted by deal and every deal has one: a maximum per run of events)
     open_stage = np.where(kind[ev_stage] == 0, ev_stage, -1)
     if len(ev):
-        first_ev = np.flatnonzero(np.r_[True, ev_deal[1:] != ev_deal[:-1]])
+        first_ev = np.flatnonzero(ev_new_deal)
         furthest = np.maximum.reduceat(open_stage, first_ev).astype(np.int64, copy=False)
     else:
         furthest = np.full(n_deals, -1, dtype=np.int64)
     won_now = last_kind == 1
     furthest[won_now] = last_stage[won_now]
     # latest known amount per deal (last non-NaN)
-    latest_amount = _last_valid(amount, deal, n_deals)
+    latest_amount = _latest_amounts(amount, first_row)
 
     deals = pd.DataFrame(
         {
@@ -478,7 +494,8 @@ def _derive(
             C.AMOUNT: latest_amount,
             C.STAGE: pd.Categorical.from_codes(last_stage, dtype=dtype),
             C.FURTHEST_STAGE: pd.Categorical.from_codes(furthest, dtype=dtype),
-        }
+        },
+        copy=False,  # every column is a new array made here
     )
     if created is not None and len(created):
         given = created.reindex(deals[C.DEAL_ID].to_numpy())
@@ -489,6 +506,8 @@ def _derive(
             deals[C.CREATED_AT] = _to_utc(created_at)
     extra = [c for c in history.columns if c not in (*C.HISTORY_COLUMNS, "source_row")]
     if extra and n:
+        deal = np.cumsum(new_deal, dtype=np.int64)
+        deal -= 1
         last_vals = history[extra].groupby(deal, sort=True).last()
         for c in extra:
             deals[c] = last_vals[c].to_numpy()
@@ -533,6 +552,24 @@ def _events_frame(history: pd.DataFrame, pipeline: Pipeline, derived: _Derived) 
             C.AMOUNT: a.amount,
         }
     )
+
+
+def _latest_amounts(amount: np.ndarray, first_row: np.ndarray) -> np.ndarray:
+    """Last non-NaN amount per deal, the deals' rows starting at ``first_row``."""
+    n = len(amount)
+    if not n:
+        return np.full(0, np.nan)
+    last_row = np.empty(len(first_row), dtype=np.int64)
+    last_row[:-1] = first_row[1:]
+    last_row[:-1] -= 1
+    last_row[-1] = n - 1
+    out = amount[last_row]
+    if not np.isnan(out).any():  # the common case: every deal's last row has an amount
+        return out
+    group = np.zeros(n, dtype=np.int64)
+    group[first_row[1:]] = 1
+    np.cumsum(group, out=group)
+    return _last_valid(amount, group, len(first_row))
 
 
 def _last_valid(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:

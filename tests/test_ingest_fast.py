@@ -556,3 +556,190 @@ def test_strip_check_of_first_and_last_bytes(large):
         assert ok == (not b or (0x21 <= b[0] <= 0x7E and 0x21 <= b[-1] <= 0x7E))
         if ok:  # surely unchanged by stripping
             assert v is None or v.strip() == v
+
+
+# ------------------------------------------------------- checks on words, flags and names
+
+WORDS = ["006000000000001", "a", "", None, "a b", " a", "a\t", "é", "~!", "x\u200by", "\x7f"]
+
+
+@pytest.mark.parametrize("large", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_printable_words_and_empty_values_on_sliced_chunks(large, seed):
+    rng = np.random.default_rng(seed)
+    for size in (1, 3, 40):
+        values = list(rng.choice(np.array(WORDS, dtype=object), size))
+        arr = _chunked(values, seed=seed, large=large).array._pa_array
+        want = all(v is None or all(0x21 <= b <= 0x7E for b in v.encode()) for v in values)
+        assert _fastparse.printable_words(arr) == want
+        np.testing.assert_array_equal(
+            _fastparse.empty_values(arr), [v is None or v == "" for v in values]
+        )
+    plain = _chunked(["006000000000001", "x-1", "", None] * 5, seed=seed, large=large)
+    assert _fastparse.printable_words(plain.array._pa_array)
+
+
+def _with_fast_path(on: bool, fn, *args):
+    saved = _parse.FAST_PATH
+    _parse.FAST_PATH = on
+    try:
+        return fn(*args)
+    finally:
+        _parse.FAST_PATH = saved
+
+
+FLAGS = ["true", "false", "TRUE", " true", "1", "yes", "", None, "false ", "t", "no"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_true_false_flags_read_as_the_general_path(seed):
+    from funnelstats.ingest import salesforce
+
+    rng = np.random.default_rng(seed)
+    cases = [["true", "false"] * 10, ["false"] * 30, ["true"] * 3, [], ["false", "true", None]]
+    cases += [list(rng.choice(np.array(FLAGS, dtype=object), 25)) for _ in range(5)]
+    cases += [["false"] * 20 + [str(rng.choice(FLAGS[2:-1]))]]
+    for values in cases:
+        s = (
+            _chunked(values, seed=seed, large=bool(seed % 2))
+            if values
+            else pd.Series([], dtype="string[pyarrow]")
+        )
+        fast = _with_fast_path(True, salesforce._truthy, s)
+        slow = _with_fast_path(False, salesforce._truthy, s)
+        np.testing.assert_array_equal(fast, slow)
+        assert fast.dtype == slow.dtype == bool
+        # as object strings (no arrow array): the general path
+        obj = pd.Series(values, dtype=object)
+        np.testing.assert_array_equal(salesforce._truthy(obj), slow)
+
+
+NOISY = ["16120999.999999998", "20600.0", "12.3456789", "0.1000000001", "7", "12345678", "1.5"]
+NOISY += ["123.", "99999999.9999999", "-5.0000000001", "1e5", "$12.00000000001", "", None]
+
+
+@pytest.mark.parametrize("large", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noise_candidates_from_the_last_bytes_round_as_before(large, seed):
+    from funnelstats.ingest import _crm
+
+    rng = np.random.default_rng(seed)
+    for size, plain in ((5, 0), (60, 0), (3, 60), (12, 400)):
+        # mixed columns, and columns of plain amounts (few candidates: the last-bytes rule)
+        values = list(rng.choice(np.array(NOISY, dtype=object), size)) + ["20600.0"] * plain
+        values = list(rng.permutation(np.array(values, dtype=object)))
+        s = _chunked(values, seed=seed, large=large)
+        fast = _with_fast_path(True, _crm.round_float_noise, s)
+        slow = _with_fast_path(False, _crm.round_float_noise, s)
+        pd.testing.assert_series_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+    # mostly integers of 8 digits or more: more candidates than the last bytes rule out
+    many = _chunked(["12345678", "16120999.999999998"] * 20, seed=seed, large=large)
+    fast = _with_fast_path(True, _crm.round_float_noise, many)
+    slow = _with_fast_path(False, _crm.round_float_noise, many)
+    pd.testing.assert_series_equal(fast[0], slow[0])
+    np.testing.assert_array_equal(fast[1], slow[1])
+    assert fast[1].sum() == 20
+
+
+STAGE_NAMES = ["Prospecting", "Closed Won", "Closed Lost", " Prospecting", "prospecting"]
+STAGE_NAMES += ["Closed\u200bWon", "", None, "Cafe\u0301", "Café", "Closed  Won"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_stage_and_deal_checks_on_distinct_names_match_the_general_path(seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    n = 60
+    names = ["Prospecting", "Closed Won", "Closed Lost"]
+    # nothing to repair; spaces around; an invisible character; an empty name; variants; all
+    extra = [[], [" Prospecting"], ["Closed\u200bWon"], [""], ["prospecting", "Cafe\u0301"]]
+    odd = names + (extra[seed] if seed < len(extra) else STAGE_NAMES)
+    stage = [str(x) if x is not None else "" for x in rng.choice(np.array(odd, dtype=object), n)]
+    deals = [f"006{int(i):012d}" for i in rng.integers(0, 12, n)]
+    if seed % 3 == 0:
+        deals[int(rng.integers(n))] = " 006000000000003"
+    frame = pd.DataFrame(
+        {
+            "OpportunityId": deals,
+            "CreatedDate": [f"2024-01-{1 + i % 28:02d}T10:{i % 60:02d}:00.000Z" for i in range(n)],
+            "StageName": stage,
+            "Amount": "100.0",
+            "IsDeleted": rng.choice(["false", "true"], n, p=[0.9, 0.1]),
+        }
+    )
+    p = tmp_path / "OpportunityHistory.csv"
+    frame.to_csv(p, index=False)
+    pipe = fs.Pipeline(["Prospecting", "Café"], won=["Closed Won"], lost=["Closed Lost"])
+    kwargs = {"pipeline": pipe, "exported_at": "2024-03-01", "on_unknown_stage": "quarantine"}
+    fast = _with_fast_path(True, lambda: fs.read_salesforce(p, **kwargs))
+    slow = _with_fast_path(False, lambda: fs.read_salesforce(p, **kwargs))
+    for attr in ("history", "events", "deals"):
+        pd.testing.assert_frame_equal(getattr(fast, attr), getattr(slow, attr))
+    for attr in ("findings", "quarantined", "repairs"):
+        pd.testing.assert_frame_equal(getattr(fast.report, attr), getattr(slow.report, attr))
+    assert fast.report.notes == slow.report.notes
+    assert fast.report.rows_quarantined == slow.report.rows_quarantined
+
+
+@pytest.mark.parametrize("chunk", [None, 7, 1000])
+def test_derive_from_arrow_ids_matches_comparing_python_strings(sample, chunk):
+    import pyarrow as pa
+
+    from funnelstats.data import _derive
+
+    h = sample.history.copy()
+    # some deals' last rows without an amount: the latest amount is an earlier row's
+    last = np.r_[h["deal_id"].to_numpy()[1:] != h["deal_id"].to_numpy()[:-1], True]
+    h.loc[np.flatnonzero(last)[::3], "amount"] = np.nan
+    h.loc[5:40, "amount"] = np.nan
+    if chunk:  # deal ids in many chunks (as a large file gives them)
+        ids = pa.array(h["deal_id"].tolist(), type=pa.large_string())
+        pieces = [ids.slice(i, chunk) for i in range(0, len(ids), chunk)]
+        h["deal_id"] = pd.arrays.ArrowStringArray(pa.chunked_array(pieces))
+    assert isinstance(h["deal_id"].dtype, pd.StringDtype)
+    for hist in (h, h.iloc[:0].reset_index(drop=True), h.iloc[:1], h.iloc[3:50]):
+        hist = hist.reset_index(drop=True)
+        a = _derive(hist, sample.pipeline, None, None)
+        b = _derive(hist.astype({"deal_id": object}), sample.pipeline, None, None)
+        b.deals["deal_id"] = b.deals["deal_id"].astype(a.deals["deal_id"].dtype)
+        pd.testing.assert_frame_equal(a.deals, b.deals)
+        np.testing.assert_array_equal(a.rows, b.rows)
+        for f in ("deal", "stage", "entered", "exited", "next_stage", "amount", "kind"):
+            np.testing.assert_array_equal(getattr(a.arrays, f), getattr(b.arrays, f), err_msg=f)
+    # the latest amount is the last non-missing one of each deal
+    d = _derive(h, sample.pipeline, None, None).deals
+    want = h.dropna(subset=["amount"]).groupby("deal_id", sort=True)["amount"].last()
+    got = d.set_index("deal_id")["amount"]
+    pd.testing.assert_series_equal(
+        got.dropna(), want.reindex(got.index).dropna(), check_names=False, check_index_type=False
+    )
+    assert got.isna().sum() == len(got) - len(want)
+
+
+def test_byte_classes_of_decimals_by_arithmetic_match_the_table():
+    every = np.tile(np.arange(256, dtype=np.uint8), 3)[5:]  # a slice: not aligned
+    out = np.empty_like(every)
+    _fastparse._classes(every, out)
+    np.testing.assert_array_equal(out, _fastparse._DECIMAL_CLASS[every])
+    assert set(out.tolist()) == {0, 1, 16}
+
+
+@pytest.mark.parametrize("large", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_factorize_of_arrow_strings_matches_pandas(large, seed):
+    rng = np.random.default_rng(seed)
+    pool = np.array(["Prospecting", "Closed Won", "é", "", "x y", "Négociation"], dtype=object)
+    for size in (1, 5, 80):
+        for values in (list(rng.choice(pool, size)), list(rng.choice(pool[:2], size))):
+            s = _chunked(values, seed=seed, large=large)
+            codes, uniques = _fastparse.factorize(s)
+            want_codes, want_uniques = pd.factorize(s, use_na_sentinel=True)
+            np.testing.assert_array_equal(codes, want_codes)
+            pd.testing.assert_index_equal(uniques, want_uniques)
+    # missing values and empty columns: pandas' own result
+    for values in (["a", None, "b", "a"], []):
+        s = _chunked(values, seed=seed, large=large) if values else pd.Series([], dtype="string")
+        codes, uniques = _fastparse.factorize(s)
+        want_codes, want_uniques = pd.factorize(s, use_na_sentinel=True)
+        np.testing.assert_array_equal(codes, want_codes)
+        pd.testing.assert_index_equal(uniques, want_uniques)

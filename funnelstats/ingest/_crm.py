@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline
-from ._fastparse import plain_ends, take_rows
+from . import _parse
+from ._fastparse import _chunks, plain_ends, printable_words, take_rows
 from ._io import Source, Table, read_table, source_name
 from ._parse import parse_amounts, parse_timestamps
 from .validate import _norm
@@ -188,6 +190,10 @@ def _noise_candidates(s: pd.Series, min_frac: int) -> np.ndarray | None:
     if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
         return None
     arr = s.array._pa_array  # type: ignore[attr-defined]
+    if _parse.FAST_PATH and printable_words(arr):  # no spaces around any value
+        tail = _tail_candidates(arr, min_frac)
+        if np.count_nonzero(tail) <= len(tail) // 16:
+            return tail
     ends = plain_ends(arr)
     if ends is None or not ends[1].all():
         return None
@@ -196,6 +202,23 @@ def _noise_candidates(s: pd.Series, min_frac: int) -> np.ndarray | None:
         pc.find_substring(arr, ".").fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64
     )
     return (dot >= 0) & (lengths - dot - 1 >= min_frac)
+
+
+def _tail_candidates(arr: pa.ChunkedArray, min_frac: int) -> np.ndarray:
+    """Values of at least ``min_frac + 2`` bytes without a point among their last
+    ``min_frac``: every value with a point and ``min_frac`` or more digits after it (and
+    others); read from the last bytes of each value, without a search."""
+    out = np.zeros(len(arr), dtype=bool)
+    for row, starts, lengths, data in _chunks(arr):
+        pos = np.flatnonzero(lengths >= min_frac + 2)
+        end = starts[pos] + lengths[pos]
+        for j in range(1, min_frac + 1):
+            if not len(pos):
+                break
+            keep = data[end - j] != 0x2E  # "."
+            pos, end = pos[keep], end[keep]
+        out[pos + row] = True
+    return out
 
 
 def currency_notes(currency: pd.Series | None) -> list[str]:

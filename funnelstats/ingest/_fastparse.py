@@ -25,7 +25,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["decimal_amounts", "iso_timestamps", "plain_ends", "select_rows", "take_rows"]
+__all__ = [
+    "decimal_amounts",
+    "empty_values",
+    "factorize",
+    "iso_timestamps",
+    "plain_ends",
+    "printable_words",
+    "select_rows",
+    "take_rows",
+]
 
 _REFUSED_SLICE = 1 << 16  # when pyarrow refuses a column, it is retried in slices this long
 
@@ -157,6 +166,58 @@ def plain_ends(arr: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray] | None:
         last -= np.uint8(0x21)
         ok |= (first <= 0x5D) & (last <= 0x5D)
     return all_lengths, clean
+
+
+def printable_words(arr: pa.ChunkedArray) -> bool:
+    """Whether every byte of the values is printable ASCII other than a space (0x21-0x7E).
+
+    Such values have no spaces to strip, no invisible or control characters and no
+    non-ASCII text; one pass over the bytes, chunk by chunk. False for arrays that are not
+    plain string arrays.
+    """
+    if not _plain(arr):
+        return False
+    for _row, starts, lengths, data in _chunks(arr):
+        if not len(data) or not len(starts):
+            continue
+        lo = int(starts[0])
+        hi = int(starts[-1]) + max(int(lengths[-1]), 0)
+        b = data[lo:hi] - np.uint8(0x21)  # bytes below 0x21 wrap round to large values
+        if (b > 0x5D).any():
+            return False
+    return True
+
+
+def factorize(values: pd.Series) -> tuple[np.ndarray, Any]:
+    """``pd.factorize(values, use_na_sentinel=True)`` for arrow strings without missing
+    values, with int32 codes copied chunk by chunk (pandas joins the chunks and widens
+    the codes to int64: two more copies of the column's codes).
+
+    pyarrow encodes a column of many chunks with one table of distinct values, so every
+    chunk carries the same dictionary (checked; pandas' own result otherwise).
+    """
+    arr = getattr(values.array, "_pa_array", None)
+    if not isinstance(arr, pa.ChunkedArray) or arr.null_count or not len(arr):
+        return pd.factorize(values, use_na_sentinel=True)
+    encoded = arr.dictionary_encode()
+    uniques = encoded.chunk(encoded.num_chunks - 1).dictionary
+    if not all(c.dictionary.equals(uniques) for c in encoded.chunks):
+        return pd.factorize(values, use_na_sentinel=True)
+    codes = np.empty(len(arr), dtype=np.int32)
+    row = 0
+    for c in encoded.chunks:
+        k = len(c)
+        codes[row : row + k] = c.indices.to_numpy(zero_copy_only=False)
+        row += k
+    return codes, pd.Index(type(values.array)(uniques))
+
+
+def empty_values(arr: pa.ChunkedArray) -> np.ndarray:
+    """Which values are empty or missing (plain string arrays)."""
+    out = np.empty(len(arr), dtype=bool)
+    for row, _starts, lengths, _data in _chunks(arr):
+        np.less_equal(lengths, 0, out=out[row : row + len(lengths)])
+    return out
 
 
 def _groups(arr: pa.ChunkedArray, wanted: set[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -379,6 +440,16 @@ _DECIMAL_CLASS[ord("0") : ord("9") + 1] = 0
 _DECIMAL_CLASS[ord(".")] = 1
 
 
+def _classes(b: np.ndarray, out: np.ndarray) -> None:
+    """``_DECIMAL_CLASS[b]`` into ``out``, by whole-array arithmetic (a table lookup takes
+    each byte on its own): 16 * (not a digit) - 15 * (a point)."""
+    np.subtract(b, np.uint8(0x30), out=out)  # digits become 0-9, every other byte 10-255
+    other = out > 9
+    point = b == 0x2E
+    np.left_shift(other.view(np.uint8), 4, out=out)
+    out -= point.view(np.uint8) * np.uint8(15)
+
+
 def _decimal_shape(starts: np.ndarray, lengths: np.ndarray, data: np.ndarray) -> np.ndarray:
     """Which values of one chunk are plain decimals (see :func:`decimal_amounts`).
 
@@ -394,7 +465,7 @@ def _decimal_shape(starts: np.ndarray, lengths: np.ndarray, data: np.ndarray) ->
     hi = int(starts[-1]) + max(int(lengths[-1]), 0)
     # one byte more than the values use, so that every start is a valid index
     cls = np.empty(hi - lo + 1, dtype=np.uint8)
-    np.take(_DECIMAL_CLASS, data[lo:hi], out=cls[:-1])
+    _classes(data[lo:hi], cls[:-1])
     cls[-1] = 16
     st = starts.astype(np.int64) - lo
     total = np.add.reduceat(cls, st, dtype=np.int64) if k else np.zeros(0, np.int64)

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._fastparse import decimal_amounts, iso_timestamps
+from ._fastparse import decimal_amounts, factorize, iso_timestamps
 
 NAT = np.iinfo(np.int64).min
 
@@ -140,7 +140,7 @@ def _parse_distinct(values: pd.Series, tz: str, dayfirst: bool | None) -> Parsed
     head = arr.slice(0, _SAMPLE_ROWS)
     if pc.count_distinct(head).as_py() > _FEW * _SAMPLE_ROWS:
         return None
-    codes, uniques = pd.factorize(values.reset_index(drop=True), use_na_sentinel=True)
+    codes, uniques = factorize(values.reset_index(drop=True))
     if len(uniques) > _FEW * n:
         return None
     distinct = pd.Series(uniques)

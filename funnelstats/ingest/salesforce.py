@@ -7,9 +7,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..data import FunnelData
 from ..pipeline import Pipeline
+from . import _parse
 from ._crm import (
     ChangeLog,
     carry_forward,
@@ -21,6 +24,7 @@ from ._crm import (
     to_table,
 )
 from ._io import Source, Table
+from ._parse import _arrow_strings
 from .generic import PipelineLike, _table, as_pipeline
 from .validate import Mapped, build_funnel, resolve_column
 
@@ -46,10 +50,32 @@ _TRUE = {"true", "1", "yes", "y", "t"}
 
 
 def _truthy(s: pd.Series) -> np.ndarray:
+    flags = _true_false(s) if _parse.FAST_PATH else None
+    if flags is not None:
+        return flags
     # decided once per distinct value: a flag column holds a handful of them
     codes, uniques = pd.factorize(s.reset_index(drop=True), use_na_sentinel=True)
     flags = pd.Series(uniques, dtype=object).astype("string").str.strip().str.lower().isin(_TRUE)
     return np.append(flags.to_numpy(dtype=bool, na_value=False), False)[codes]
+
+
+def _true_false(s: pd.Series) -> np.ndarray | None:
+    """The flags of a column of exactly ``true`` and ``false`` (as Salesforce writes them),
+    told by comparing the text (no hashing); None when it holds anything else."""
+    arr = _arrow_strings(s)
+    if arr is None or arr.null_count:
+        return None
+    flags = np.empty(len(arr), dtype=bool)
+    row = 0
+    for chunk in arr.chunks:  # the rows not "false" (a few) must all be "true"
+        k = len(chunk)
+        np.logical_not(
+            pc.equal(chunk, "false").to_numpy(zero_copy_only=False), out=flags[row : row + k]
+        )
+        row += k
+    if flags.any() and not pc.all(pc.equal(arr.filter(pa.array(flags)), "true")).as_py():
+        return None
+    return flags
 
 
 def read_salesforce(

@@ -25,7 +25,15 @@ from .. import _columns as C
 from ..data import FunnelData, to_timestamp
 from ..errors import FunnelDataError
 from ..pipeline import Pipeline, suggest_stage
-from ._fastparse import plain_ends, select_rows, take_rows
+from . import _parse
+from ._fastparse import (
+    empty_values,
+    factorize,
+    plain_ends,
+    printable_words,
+    select_rows,
+    take_rows,
+)
 from ._io import Table
 from ._parse import NAT, _arrow_strings, parse_amounts, parse_timestamps
 from .report import RULES, IngestReport
@@ -369,13 +377,13 @@ def _build_funnel(
     col = cols.get
     tz_given = tz is not None
     tz = tz or "UTC"
+    # the worker parses the times of the changes, then the close dates; the amounts are
+    # parsed here meanwhile (the two threads take about as long)
     parses.start("at", parse_timestamps, mapped.at, tz=tz, dayfirst=dayfirst)
+    if mapped.close_date is not None:
+        parses.start("close_date", parse_timestamps, mapped.close_date, tz=tz, dayfirst=dayfirst)
     if mapped.amount is not None:
-        parses.start("amount", parse_amounts, mapped.amount)
-    if mapped.close_date is not None:  # the worker has the other two: this one is made here
-        parses.start(
-            "close_date", parse_timestamps, mapped.close_date, here=True, tz=tz, dayfirst=dayfirst
-        )
+        parses.start("amount", parse_amounts, mapped.amount, here=True)
     notes = list(table.notes) + list(mapped.notes)
     k = _Collector(mapped)
     n = len(mapped.deal)
@@ -407,8 +415,10 @@ def _build_funnel(
         k.repair(np.asarray(mask, dtype=bool), rule, column, message, original, repaired)
 
     # ---- deal ids
-    deal = _drop_invisible(k, _strings(mapped.deal), col("deal"), "deal id")
-    deal_stripped, miss, ws = _strip(deal)
+    deal = _strings(mapped.deal)
+    words = _printable_words(deal)  # no spaces, controls or other text: nothing to repair
+    deal = deal if words else _drop_invisible(k, deal, col("deal"), "deal id")
+    deal_stripped, miss, ws = _strip(deal, words=words)
     k.quarantine(miss, "missing_deal_id", col("deal"), "empty deal id")
     k.repair(
         ws,
@@ -428,24 +438,31 @@ def _build_funnel(
         if mapped.update_only is None
         else np.asarray(mapped.update_only, dtype=bool)
     )
-    stage = _drop_invisible(
-        k,
-        _strings(mapped.stage),
-        col("stage"),
-        "stage name",
-        pipeline.order if pipeline is not None else (),
-    )
-    stage_stripped, smiss, sws = _strip(stage)
-    k.quarantine(smiss & ~update_only, "missing_stage", col("stage"), "empty stage")
-    k.repair(
-        sws,
-        "stage_whitespace",
-        col("stage"),
-        "spaces around the stage name removed",
-        stage,
-        stage_stripped,
-    )
-    stage, stage_factorized = _stage_variants(k, stage_stripped, pipeline, col("stage"))
+    stage = _strings(mapped.stage)
+    plain = _plain_names(stage)  # the names checked once each: nothing to repair
+    if plain is not None:
+        smiss = plain[0] < 0
+        k.quarantine(smiss & ~update_only, "missing_stage", col("stage"), "empty stage")
+        stage, stage_factorized = _stage_variants(k, stage, pipeline, col("stage"), plain)
+    else:
+        stage = _drop_invisible(
+            k,
+            stage,
+            col("stage"),
+            "stage name",
+            pipeline.order if pipeline is not None else (),
+        )
+        stage_stripped, smiss, sws = _strip(stage)
+        k.quarantine(smiss & ~update_only, "missing_stage", col("stage"), "empty stage")
+        k.repair(
+            sws,
+            "stage_whitespace",
+            col("stage"),
+            "spaces around the stage name removed",
+            stage,
+            stage_stripped,
+        )
+        stage, stage_factorized = _stage_variants(k, stage_stripped, pipeline, col("stage"))
 
     # ---- time of the change
     times = parses.result("at")
@@ -571,13 +588,18 @@ def _build_funnel(
     deal_codes_all = None  # type: ignore[assignment]
     stage_map = np.append(pd.Index(pipeline.order).get_indexer(stage_names), -1)
     stage_codes = stage_map[stage_all[idx]].astype(np.int64, copy=False)
-    stage_codes[~known_stage[idx]] = -1
+    if smiss.any():
+        stage_codes[~known_stage[idx]] = -1
     at_a = at[idx]
     # the full-length parses are no longer needed: let their memory go
     times = am = cd = stage_all = at = None  # type: ignore[assignment]
-    upd = update_only[idx] & (stage_codes < 0)
+    upd = (
+        update_only[idx] & (stage_codes < 0)
+        if update_only.any()
+        else np.zeros(len(idx), dtype=bool)
+    )
     # an update that ties with a stage change at the same instant sorts after it
-    tie_rank = np.where(upd, len(pipeline.order), stage_codes)
+    tie_rank = np.where(upd, len(pipeline.order), stage_codes) if upd.any() else stage_codes
     reordered = False
     if not _is_sorted(deal_codes, at_a, tie_rank):
         # lexsort is stable and idx is increasing: ties keep the source order
@@ -718,7 +740,7 @@ def _build_funnel(
             C.DEAL_ID: (
                 select_rows(deal, idx)
                 if not reordered and deal.dtype == _ARROW_STRING
-                else deal_uniques.take(deal_codes)
+                else deal_uniques().take(deal_codes)
             )
             if len(idx)
             else pd.array([], dtype="string[pyarrow]"),
@@ -848,8 +870,40 @@ def _case_key(name: str) -> str:
     return " ".join(name.casefold().split())
 
 
+def _printable_words(values: pd.Series) -> bool:
+    """Whether the values are arrow strings of printable ASCII without spaces (one scan of
+    their bytes): nothing for the invisible-character and whitespace rules to repair."""
+    if not _parse.FAST_PATH:
+        return False
+    arr = _arrow_strings(values)
+    return arr is not None and printable_words(arr)
+
+
+def _plain_names(stage: pd.Series) -> tuple[np.ndarray, Any] | None:
+    """``pd.factorize(stage)`` when no stage name needs a repair of its invisible characters
+    or surrounding spaces and none is empty, else None.
+
+    The rules' own string operations run on the distinct names: a column of stage names
+    holds a handful, so the rows are hashed once and their bytes never scanned.
+    """
+    if not _parse.FAST_PATH or _arrow_strings(stage) is None:
+        return None
+    codes, uniques = factorize(stage)
+    names = pd.Series(uniques, dtype=stage.dtype)
+    if names.str.contains(_INVISIBLE, regex=True).to_numpy(dtype=bool, na_value=True).any():
+        return None
+    stripped = names.str.strip()
+    if ((stripped != names) | (stripped == "")).to_numpy(dtype=bool, na_value=True).any():
+        return None
+    return codes, uniques
+
+
 def _stage_variants(
-    k: _Collector, stage: pd.Series, pipeline: Pipeline | None, column: str | None
+    k: _Collector,
+    stage: pd.Series,
+    pipeline: Pipeline | None,
+    column: str | None,
+    factorized: tuple[np.ndarray, Any] | None = None,
 ) -> tuple[pd.Series, tuple[np.ndarray, Any]]:
     """One spelling per stage: Unicode NFC, and variants in case or inner spacing merged.
 
@@ -857,9 +911,9 @@ def _stage_variants(
     spacing takes the pipeline's spelling. Without one, such variants take the spelling
     used most often (the first seen on a tie). Both are counted as repairs; names that differ
     in punctuation or spelling are never merged. Returns the stage names and their
-    ``pd.factorize`` (codes, names), made once here for the steps after.
+    ``pd.factorize`` (codes, names), made once here for the steps after (or given).
     """
-    codes, uniques = pd.factorize(stage, use_na_sentinel=True)
+    codes, uniques = factorized or pd.factorize(stage, use_na_sentinel=True)
     names = [str(u) for u in uniques]
     known = set(pipeline.order) if pipeline is not None else set()
     nfc = {u: u if u in known else unicodedata.normalize("NFC", u) for u in names}
@@ -967,9 +1021,14 @@ def _no_usable_rows(k: _Collector, n: int) -> FunnelDataError:
     )
 
 
-def _strip(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """(values without surrounding spaces, which are empty or missing, which changed)."""
+def _strip(s: pd.Series, *, words: bool = False) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """(values without surrounding spaces, which are empty or missing, which changed).
+
+    ``words``: the values are known to hold no spaces (:func:`_printable_words`).
+    """
     arr = _arrow_strings(s)
+    if words and arr is not None:
+        return s, empty_values(arr), np.zeros(len(s), dtype=bool)
     ends = plain_ends(arr) if arr is not None and len(arr) else None
     if ends is not None and ends[1].all():  # nothing to strip: no copy, no comparison
         return s, ends[0] <= 0, np.zeros(len(s), dtype=bool)
@@ -979,9 +1038,9 @@ def _strip(s: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     return stripped, missing, changed
 
 
-def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
-    """Codes of every value that sort as the values do (-1 for missing), and the values
-    per code.
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Callable[[], Any]]:
+    """Codes of every value that sort as the values do (-1 for missing), and a function
+    that gives the values per code (made when asked for: most exports never need them).
 
     Factorizes the whole column once (no copy of the selected strings) and ranks the
     distinct values, as ``pd.factorize(values.iloc[idx], sort=True)`` orders them for the
@@ -996,14 +1055,14 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, Any]:
             new[1:] = pc.not_equal(head, tail).to_numpy(zero_copy_only=False)
             codes = np.cumsum(new, dtype=np.int64)
             codes -= 1
-            firsts = np.flatnonzero(new)
-            return codes, select_rows(values, firsts)
+            return codes, lambda: select_rows(values, np.flatnonzero(new))
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     order = np.asarray(uniques.argsort(), dtype=np.int64)
     rank = np.empty(len(uniques) + 1, dtype=np.int64)
     rank[order] = np.arange(len(uniques))
     rank[-1] = -1
-    return rank[codes], pd.array(uniques.take(order), dtype="string[pyarrow]")
+    by_code = pd.array(uniques.take(order), dtype="string[pyarrow]")
+    return rank[codes], lambda: by_code
 
 
 def _is_sorted(deal: np.ndarray, at: np.ndarray, tie: np.ndarray) -> bool:
