@@ -54,12 +54,19 @@ def maturity_horizon(data: FunnelData, *, mature_share: float = 0.9) -> float:
     """
     from .survival import cycle_time
 
-    curves = cycle_time(data).curves
-    still = curves[curves["outcome"] == C.OPEN]
-    hit = still["t"][still["probability"] <= 1 - mature_share + 1e-12]
+    # the probability of still being open is the Kaplan-Meier curve of the fit, read at the
+    # exits (not the tidy curves with their intervals: a million rows at a million deals)
+    if mature_share <= 0:
+        return 0.0  # every curve starts at 1 open at t = 0
+    fit = cycle_time(data)._fit
+    tab = fit.table
+    exits = tab.observed > 0
+    t = fit.time_days[exits]
+    still = fit.km.survival[exits]
+    hit = np.flatnonzero(still <= 1 - mature_share + 1e-12)
     if len(hit):
-        return float(hit.iloc[0])
-    return float(still["t"].max()) if len(still) else 0.0
+        return float(t[hit[0]])
+    return float(t.max()) if len(t) else 0.0
 
 
 def _cycle_days(age: np.ndarray, cif: np.ndarray, tau: float) -> float:
