@@ -105,18 +105,20 @@ class StageCurves:
     def n_dest(self) -> int:
         return self.cif.shape[1]
 
-    def _at(self, x: np.ndarray) -> np.ndarray:
-        idx = np.searchsorted(self.time, x, side="right") - 1
+    def _at(self, x: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        if idx is None:
+            idx = np.searchsorted(self.time, x, side="right") - 1
         out = np.where((idx >= 0)[..., None], self.cif[np.maximum(idx, 0)], 0.0)
         return out
 
-    def cdf(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``F_j(x)`` (shape ``x.shape + (K,)``) and ``S(x)``, with the tail beyond ``tau``."""
+    def cdf(self, x: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``F_j(x)`` (shape ``x.shape + (K,)``) and ``S(x)``, with the tail beyond ``tau``
+        (``idx``: :meth:`index` of ``x`` when already known)."""
         x = np.asarray(x, dtype=float)
         if len(self.time) == 0:
             f = np.zeros((*x.shape, self.n_dest))
             return f, np.ones(x.shape)
-        inside = self._at(np.minimum(x, self.tau))
+        inside = self._at(np.minimum(x, self.tau), idx)
         s_in = 1.0 - inside.sum(axis=-1)
         over = np.maximum(x - self.tau, 0.0)
         s_tau = max(1.0 - float(self.cif[-1].sum()), 0.0)
@@ -551,14 +553,15 @@ class SemiMarkovFunnel:
                         # no entry-age clock: the same weights for every deal of the curve
                         key = (cv.origin, int(g), s, c, k_steps, h)
                         if cache is not None and cv.origin and key in cache:
-                            idx, rows = cache[key]
+                            idx, rows, at = cache[key]
                         else:
                             idx = idx[np.argsort(age[idx], kind="stable")]
                             rows = cv.index(age[idx, None] + edges[None, 1:])
+                            at = cv.index(age[idx])
                             if cache is not None and cv.origin:
-                                cache[key] = idx, rows
+                                cache[key] = idx, rows, at
                         wr = w[k_steps - steps, 0]
-                        out[idx] = _within_flat(cv, age[idx], wr, edges, rows)
+                        out[idx] = _within_flat(cv, age[idx], wr, edges, rows, at)
                         if v is None:
                             continue
                     for lo in range(0, len(idx), chunk):
@@ -804,6 +807,7 @@ def _within_flat(
     w_rev: np.ndarray,
     edges: np.ndarray,
     rows: np.ndarray,
+    at: np.ndarray | None = None,
     block: int = 50_000,
 ) -> np.ndarray:
     """P(won within the horizon) of deals at ``age`` in a stage whose continuation weights do
@@ -814,10 +818,10 @@ def _within_flat(
     steps left, the forecast ``sum_m [c(u_{m+1}) - c(u_m)] . w_rev[m]`` is summed by parts,
     ``sum_{m >= 1} c(u_m) . (w_rev[m - 1] - w_rev[m])`` (``w_rev[K + 1] = 0``), so the
     cumulative incidence is read once per edge and contracted at once. ``rows``: the
-    curve's :meth:`StageCurves.index` of ``age + edges[1:]``.
+    curve's :meth:`StageCurves.index` of ``age + edges[1:]``, ``at`` that of ``age``.
     """
     coef = w_rev - np.vstack([w_rev[1:], np.zeros((1, w_rev.shape[1]))])
-    f_a, s_a = cv.cdf(age)
+    f_a, s_a = cv.cdf(age, at)
     alive = s_a > _TINY
     base = f_a @ coef.sum(axis=0)
     n = len(age)
