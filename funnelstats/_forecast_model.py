@@ -233,6 +233,8 @@ class SemiMarkovFunnel:
         in ``[cuts[c - 1], cuts[c])``.
     fallback_ : list of tuple
         ``(group, stage)`` pairs that use the pooled curves.
+    stage_exits_ : list of int
+        Per open stage, the stays that ended (with a positive weight), all groups.
     n_open_ : int
     """
 
@@ -243,6 +245,7 @@ class SemiMarkovFunnel:
     pooled_: list[StageCurves] = field(default_factory=list, init=False)
     cuts_: list[np.ndarray] = field(default_factory=list, init=False)
     fallback_: list[tuple[int, int]] = field(default_factory=list, init=False)
+    stage_exits_: list[int] = field(default_factory=list, init=False)
     n_open_: int = field(default=0, init=False)
     _prep: dict = field(default_factory=dict, init=False, repr=False)
     _cache: dict = field(default_factory=dict, init=False, repr=False)
@@ -254,12 +257,16 @@ class SemiMarkovFunnel:
         groups: np.ndarray | None = None,
         n_groups: int = 1,
         weights: np.ndarray | None = None,
+        pooled: bool = True,
     ) -> SemiMarkovFunnel:
         """Fit the curves on ``data`` (stays still open are censored at its export date).
 
         ``groups`` gives each deal's (row of ``data.deals``) group code;
         ``weights`` each deal's weight in the estimates (default 1; the
-        ``min_exits`` rule counts stays, not weights).
+        ``min_exits`` rule counts stays, not weights). ``pooled=False``: with groups,
+        the pooled curves (:attr:`pooled_`) only when some group's stage falls short of
+        ``min_exits`` and needs them, as in the refits (the same group curves, less
+        work and memory); :attr:`stage_exits_` counts the exits either way.
         """
         if self.age_classes < 1:
             raise ValueError("age_classes must be at least 1")
@@ -269,17 +276,19 @@ class SemiMarkovFunnel:
         nxt = st.next_stage
         nk = np.where(nxt >= 0, kind[np.maximum(nxt, 0)], -1)
         dest = np.where(nk == 0, nxt, np.where(nk == 1, n_open, np.where(nk == 2, n_open + 1, -1)))
+        dest = dest.astype(np.int16 if n_open + 2 < 2**15 else np.int64)
         if groups is None:
             n_groups = 1
-            g_of = np.zeros(len(st), dtype=np.int64)
+            g_of = np.zeros(len(st), dtype=np.int32)
         else:
             g_of = np.asarray(groups, dtype=np.int64)[st.deal]
+            g_of = g_of.astype(np.int32) if n_groups < 2**31 // max(n_open, 1) else g_of
         origin = deal_origin_ns(data)[st.deal]
         entry_age = np.where(origin == _NAT, 0.0, (st.start - origin) / NS_PER_DAY)
         entry_age = np.maximum(entry_age, 0.0)
         self.n_open_ = n_open
         self.cuts_ = []
-        band = np.zeros(len(st), dtype=np.int64)
+        band = np.zeros(len(st), dtype=np.int16 if self.age_classes < 2**15 else np.int64)
         for s in range(n_open):
             sel = st.stage == s
             e = entry_age[sel]
@@ -300,7 +309,11 @@ class SemiMarkovFunnel:
             "n_groups": n_groups,
             "grouped": groups is not None,
         }
-        return self._estimate(weights)
+        live = dest >= 0
+        if weights is not None:
+            live &= np.asarray(weights, dtype=float)[st.deal] > 0
+        self.stage_exits_ = np.bincount(st.stage[live], minlength=n_open)[:n_open].tolist()
+        return self._estimate(weights, lean=not pooled)
 
     def reweighted(self, weights: np.ndarray) -> SemiMarkovFunnel:
         """The model refitted with other deal weights (same stays, groups and age bands).
@@ -322,12 +335,13 @@ class SemiMarkovFunnel:
         n_band = max(len(c) for c in self.cuts_) + 1 if n_open else 1
         w_deal = None if weights is None else np.asarray(weights, dtype=float)
 
+        i64 = np.int64
         keys = {
             "stage": (lambda: stage, n_open),
-            "group_stage": (lambda: g_of * n_open + stage, n_groups * n_open),
-            "stage_band": (lambda: stage * n_band + band, n_open * n_band),
+            "group_stage": (lambda: g_of.astype(i64) * n_open + stage, n_groups * n_open),
+            "stage_band": (lambda: stage.astype(i64) * n_band + band, n_open * n_band),
             "group_stage_band": (
-                lambda: (g_of * n_open + stage) * n_band + band,
+                lambda: (g_of.astype(i64) * n_open + stage) * n_band + band,
                 n_groups * n_open * n_band,
             ),
         }

@@ -537,10 +537,16 @@ def _forecast_cut(
     known = ~np.isnan(amt_all)
     value_w = np.where(known, amt_all, np.nanmedian(amt_all) if known.any() else 1.0)
     value_w = np.maximum(value_w, 0.0)
-    model = SemiMarkovFunnel(age_classes=age_classes).fit(cut, groups=gcode, n_groups=n_groups)
-    value_model = model.reweighted(value_w)
-    if snap is None:
+    if snap is None:  # before the fit: its temporaries and the model's are not held at once
         snap = _open_table(cut, ts)
+    # the pooled curves only where a group needs them, as in the refits (at 1M deals, the
+    # stays arranged a second time and their curves: ~200 MB)
+    model = SemiMarkovFunnel(age_classes=age_classes).fit(
+        cut, groups=gcode, n_groups=n_groups, pooled=False
+    )
+    fallback = list(model.fallback_)
+    stage_exits = list(model.stage_exits_)
+    value_model = model.reweighted(value_w)
     deal_row = _open_rows(cut, snap)
     g_open = gcode[deal_row]
     stage = snap[C.STAGE].cat.codes.to_numpy().astype(np.int64)
@@ -574,8 +580,6 @@ def _forecast_cut(
     lam = new.rates(value_model, np.ones(cut.n_deals))[None, :]
     # the fits' curves are not needed past here (refits share only their arranged stays):
     # let them go before the refits make theirs (at 1M deals, a few hundred MB)
-    fallback = list(model.fallback_)
-    stage_exits = [c.n_exits for c in model.pooled_]
     model.curves_, model.pooled_, model._cache = [], [], {}
     del value_model
     if n_boot:
@@ -679,7 +683,10 @@ def _open_rows(cut: FunnelData, snap: pd.DataFrame) -> np.ndarray:
     deals = cut.deals
     rows = np.flatnonzero((deals[C.OUTCOME] == C.OPEN).to_numpy())
     ids = snap[C.DEAL_ID].to_numpy(dtype=object)
-    if len(rows) == len(ids) and np.array_equal(deals[C.DEAL_ID].to_numpy(dtype=object)[rows], ids):
+    # the ids of the open rows only (not every deal's id as a Python object)
+    if len(rows) == len(ids) and np.array_equal(
+        deals[C.DEAL_ID].iloc[rows].to_numpy(dtype=object), ids
+    ):
         return rows
     return pd.Index(deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
 

@@ -444,3 +444,24 @@ def test_curves_without_origin_are_not_cached():
     coef = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # F(0.5) = 0, F(1.5) = (0.5, 0), F(2.5) = (0.5, 0.5)
     assert cv.cdf_dot(x, coef)[0] == pytest.approx(0.0 + 0.5 + 0.5)
+
+
+def test_fit_without_pooled_curves_gives_the_same_group_curves():
+    """The forecast fits without the pooled curves when no group needs them: the same
+    group curves, fallbacks and per-stage exit counts as the full fit."""
+    data, full = _prep_model(age_classes=1)
+    pr = full._prep
+    gcode = np.zeros(data.n_deals, dtype=np.int64)
+    gcode[pr["deal"]] = pr["group"]
+    lean = SemiMarkovFunnel(age_classes=1, min_exits=40).fit(
+        data, groups=gcode, n_groups=pr["n_groups"], pooled=False
+    )
+    assert lean.fallback_ == full.fallback_
+    assert lean.stage_exits_ == [c.n_exits for c in full.pooled_]
+    for cg_full, cg_lean in zip(full.curves_, lean.curves_):
+        for bands_full, bands_lean in zip(cg_full, cg_lean):
+            for a, b in zip(bands_full, bands_lean):
+                np.testing.assert_array_equal(a.cif, b.cif)
+                assert (a.tail_rate, a.n_exits) == (b.tail_rate, b.n_exits)
+    if not full.fallback_:
+        assert lean.pooled_ == [] and "stage" not in lean._prep["layouts"]
