@@ -20,7 +20,7 @@ import pytest
 
 import funnelstats as fs
 from funnelstats.report import _context, build_sections
-from funnelstats.report._parallel import can_fork, map_shared, run_forked
+from funnelstats.report._parallel import SharedCounter, can_fork, map_shared, run_forked
 from funnelstats.report._render import chart_png
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="the platform cannot fork")
@@ -102,6 +102,36 @@ def test_map_shared_raises_an_items_error_as_a_direct_call_would():
         map_shared(fn, 12)
 
 
+@needs_fork
+def test_shared_counter_hands_out_every_item_once_across_two_processes():
+    counter = SharedCounter(200)
+    child = run_forked(lambda: counter.drain(lambda i: i * i))
+    mine = counter.drain(lambda i: i * i)
+    theirs = child.result()
+    assert not set(mine) & set(theirs)
+    assert {**mine, **theirs} == {i: i * i for i in range(200)}
+    assert counter.take() is None
+
+
+@needs_fork
+def test_backtest_cut_offs_split_between_the_processes_give_the_public_backtest(sample):
+    """The parent takes the cut-offs the child has not taken: cut-off 0 computed in the
+    child, the others here, merged: the backtest of one process."""
+    from funnelstats.report import _SharedBacktest
+    from funnelstats.report._sections_forecast import backtest_plan, run_backtest
+
+    ctx = _context(sample, seed=3, n_sims=500)
+    plan = backtest_plan(ctx)
+    assert plan.n >= 3
+    counter = SharedCounter(plan.n)
+    assert counter.take() == 0  # the child's
+    child = run_forked(lambda: {"backtest": (True, {0: plan.run(0)})})
+    shared = _SharedBacktest(child, plan, counter).result()
+    ref = run_backtest(ctx)
+    pd.testing.assert_frame_equal(shared.frame, ref.frame)
+    pd.testing.assert_frame_equal(shared.metrics, ref.metrics)
+
+
 # ------------------------------------------------------------- the report, both ways
 
 
@@ -180,7 +210,7 @@ def test_shared_cohorts_give_the_public_velocity_and_win_rate_forecast(both_ways
 def test_shared_backtest_is_the_public_backtest(both_ways, sample):
     from funnelstats.report._sections_forecast import backtest_cutoffs, backtest_settings
 
-    _, _, ctx, _ = both_ways
+    _, _, ctx, par = both_ways
     st = backtest_settings(ctx)
     bt = fs.backtest(
         sample,
@@ -191,8 +221,9 @@ def test_shared_backtest_is_the_public_backtest(both_ways, sample):
         seed=3,
         progress=False,
     )
-    pd.testing.assert_frame_equal(ctx.backtest.frame, bt.frame)
-    pd.testing.assert_frame_equal(ctx.backtest.metrics, bt.metrics)
+    for c in (ctx, par):  # one process; the cut-offs shared by two
+        pd.testing.assert_frame_equal(c.backtest.frame, bt.frame)
+        pd.testing.assert_frame_equal(c.backtest.metrics, bt.metrics)
 
 
 # ------------------------------------------------- stacked outcomes without the frame

@@ -89,24 +89,39 @@ def backtest_cutoffs(ctx: Context) -> list[pd.Timestamp]:
 # ---------------------------------------------------------------------- bookings forecast
 
 
-def run_backtest(ctx: Context) -> Any:
-    """The forecast replayed at :func:`backtest_cutoffs` with :func:`backtest_settings`
-    (``None`` when fewer than two month ends qualify)."""
-    from ..forecast import backtest
+def backtest_plan(ctx: Context) -> Any:
+    """:func:`funnelstats.backtest` at :func:`backtest_cutoffs` with :func:`backtest_settings`,
+    checked and ready to run one cut-off at a time (``None`` when fewer than two month ends
+    qualify): the report's two processes share the cut-offs."""
+    from ..forecast import _backtest_plan
 
     cutoffs = backtest_cutoffs(ctx)
     if len(cutoffs) < 2:
         return None
     settings = backtest_settings(ctx)
-    return backtest(
+    return _backtest_plan(
         ctx.data,
         cutoffs=cutoffs,
         horizon=ctx.horizon,
         n_sims=settings.n_sims,
-        n_boot=settings.n_boot,
         seed=ctx.seed,
-        progress=False,
+        include_new=True,
+        by=None,
+        amount_bands=5,
+        age_classes=1,
+        n_boot=settings.n_boot,
+        probabilities="auto",
     )
+
+
+def run_backtest(ctx: Context) -> Any:
+    """The forecast replayed at :func:`backtest_cutoffs` with :func:`backtest_settings`
+    (``None`` when fewer than two month ends qualify): :func:`funnelstats.backtest`'s
+    result, with its defaults for every other setting."""
+    plan = backtest_plan(ctx)
+    if plan is None:
+        return None
+    return plan.result([plan.run(i) for i in range(plan.n)])
 
 
 def bookings_forecast(ctx: Context) -> Section:
