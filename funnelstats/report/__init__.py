@@ -388,7 +388,9 @@ def build_sections(
 
 #: The analyses a second process computes on large data, by the section that reads them:
 #: the backtest (the largest single piece of work) and the cohort table with its forecast,
-#: which together weigh about what the other sections weigh.
+#: which together weigh about what the other sections weigh. The child computes the cohort
+#: table first, then the backtest's cut-offs one by one, shared with the parent once its
+#: own sections are built (:class:`_SharedBacktest`).
 _CHILD_JOBS: dict[str, tuple[str, ...]] = {
     "bookings forecast": ("backtest",),
     "win-rate trend": ("cohorts", "win_rate_forecast"),
