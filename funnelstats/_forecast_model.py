@@ -617,7 +617,6 @@ class _Layout:
     n_keys: int
     n_dest: int
     time: np.ndarray  # per row: distinct duration of its key, days
-    row_key: np.ndarray  # per row
     offsets: np.ndarray  # rows of key k: offsets[k]:offsets[k + 1]
     stay_offsets: np.ndarray  # stays of key k: stay_offsets[k]:stay_offsets[k + 1]
     exit_offsets: np.ndarray  # exits of key k: exit_offsets[k]:exit_offsets[k + 1]
@@ -633,9 +632,6 @@ class _Layout:
     long_key: np.ndarray  # per long stay: its key
     use_late: np.ndarray  # per key: some exit is late
     any_exit: np.ndarray  # per key
-    key_exit: np.ndarray  # per exit: its key (the tails without late exits)
-    dest_exit: np.ndarray  # per exit: its destination
-    key: np.ndarray  # per stay: its key (the tails without late exits)
     token: object = field(default_factory=object)  # identifies the layout in curve origins
 
     @staticmethod
@@ -687,7 +683,6 @@ class _Layout:
             n_keys=n_keys,
             n_dest=n_dest,
             time=time,
-            row_key=row_key,
             offsets=offsets,
             stay_offsets=bounds.astype(np.int64),
             exit_offsets=np.searchsorted(k_exit, np.arange(n_keys + 1)).astype(np.int64),
@@ -703,9 +698,6 @@ class _Layout:
             long_key=k[long_stay].astype(idx),
             use_late=np.bincount(k_exit[late], minlength=n_keys) > 0,
             any_exit=np.bincount(k_exit, minlength=n_keys) > 0,
-            key_exit=k_exit.astype(idx),
-            dest_exit=dest_exit,
-            key=k.astype(idx),
         )
 
     def tails(self, w: np.ndarray, w_exit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -718,10 +710,12 @@ class _Layout:
         x1 = _wsum(self.long_key, weights=w[self.long_stay] * self.long_over, minlength=nk)
         use = self.use_late & (e1 > 0)
         if not use.all():  # keys whose late stays carry no weight: every stay, cut at 0
-            e2 = _wsum(self.key_exit, weights=w_exit, minlength=nk)
+            key = np.repeat(np.arange(nk), np.diff(self.stay_offsets))
+            key_exit = key[self.exits]
+            e2 = _wsum(key_exit, weights=w_exit, minlength=nk)
             d = self.time if self.run is None else self.time[self.run]
-            x2 = _wsum(self.key, weights=w * d, minlength=nk)
-            m2 = _wsum(self.key_exit * nd + self.dest_exit, weights=w_exit, minlength=nk * nd)
+            x2 = _wsum(key, weights=w * d, minlength=nk)
+            m2 = _wsum(key_exit * nd + self.cell % nd, weights=w_exit, minlength=nk * nd)
             e1, x1 = np.where(use, e1, e2), np.where(use, x1, x2)
             m1 = np.where(use[:, None], m1, m2.reshape(nk, nd))
         rate = e1 / np.maximum(x1, _TINY)
@@ -740,7 +734,12 @@ class _Layout:
             w = np.asarray(weights, dtype=float)[self.deal]
         w_exit = w[self.exits]
         run_exit = self.run_exit
-        # per row: weight leaving (ended or censored) and weight ending
+        rate, mix = self.tails(w, w_exit)
+        so, eo = self.stay_offsets, self.exit_offsets
+        n_stays = [int(np.count_nonzero(w[so[k] : so[k + 1]] > 0)) for k in range(self.n_keys)]
+        n_exits = [int(np.count_nonzero(w_exit[eo[k] : eo[k + 1]] > 0)) for k in range(self.n_keys)]
+        # per row: weight leaving (ended or censored) and weight ending; the temporaries go
+        # as soon as they are read (a refit at 1M deals holds ~100 MB less at its peak)
         if self.run is None:
             removed = w
             d = np.zeros(n_rows)
@@ -748,21 +747,23 @@ class _Layout:
         else:
             removed = _wsum(self.run, weights=w, minlength=n_rows)
             d = _wsum(run_exit, weights=w_exit, minlength=n_rows)
+        del w
         bounds = [(int(a), int(b)) for a, b in pairwise(self.offsets) if b > a]
         # at risk: the weight of the key's rows from this one on (a reversed running sum)
         at_risk = np.empty(n_rows)
         for a, b in bounds:
             np.cumsum(removed[a:b][::-1], out=at_risk[a:b][::-1])
+        del removed
         factor = _aj_factor(at_risk, d, bounds)
         del d, at_risk
-        inc = _wsum(self.cell, weights=w_exit * factor[run_exit], minlength=n_rows * nd)
-        inc = inc.reshape(n_rows, nd)
+        inc = factor[run_exit]
         del factor
+        inc *= w_exit
+        del w_exit
+        inc = _wsum(self.cell, weights=inc, minlength=n_rows * nd).reshape(n_rows, nd)
         for a, b in bounds:
             _cumsum_rows(inc[a:b])
         cif_all = np.clip(inc, 0.0, 1.0, out=inc)
-        rate, mix = self.tails(w, w_exit)
-        so, eo = self.stay_offsets, self.exit_offsets
         out = []
         for k in range(self.n_keys):
             r = slice(int(self.offsets[k]), int(self.offsets[k + 1]))
@@ -774,8 +775,8 @@ class _Layout:
                     tau=float(t[-1]) if len(t) else 0.0,
                     tail_rate=float(rate[k]),
                     tail_mix=mix[k],
-                    n_stays=int(np.count_nonzero(w[so[k] : so[k + 1]] > 0)),
-                    n_exits=int(np.count_nonzero(w_exit[eo[k] : eo[k + 1]] > 0)),
+                    n_stays=n_stays[k],
+                    n_exits=n_exits[k],
                     origin=(self.token, k),
                 )
             )
@@ -785,12 +786,14 @@ class _Layout:
 def _aj_factor(n: np.ndarray, d: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
     """Per row, ``S(t_{i-1}) / n_i``: the Kaplan–Meier survival just before the row over the
     weight at risk (0 where nothing is at risk), from the at-risk weights ``n`` and ending
-    weights ``d``; ``bounds`` the (start, stop) rows of each key."""
-    rows = len(n)
+    weights ``d`` (both overwritten: the result is ``n``'s buffer); ``bounds`` the (start,
+    stop) rows of each key."""
     at_risk = n > 0
-    ratio = np.divide(d, n, out=np.zeros(rows), where=at_risk)
+    # d <= n, so d = 0 where nothing is at risk: the ratio is 0 there
+    ratio = np.divide(d, n, out=d, where=at_risk)
     gone = ratio >= 1.0
-    log_s = np.log1p(-ratio, out=np.zeros(rows), where=~gone)
+    log_s = np.log1p(np.negative(ratio, out=ratio), out=ratio, where=~gone)
+    log_s[gone] = 0.0
     for a, b in bounds:
         np.cumsum(log_s[a:b], out=log_s[a:b])
     surv = np.exp(log_s, out=log_s)
@@ -798,10 +801,13 @@ def _aj_factor(n: np.ndarray, d: np.ndarray, bounds: list[tuple[int, int]]) -> n
         g = gone[a:b]
         if g.any():  # everything at risk left: nothing survives from here on
             surv[a + int(g.argmax()) : b] = 0.0
-    s_prev = np.empty(rows)
-    s_prev[1:] = surv[:-1]
-    s_prev[[a for a, _ in bounds]] = 1.0
-    return np.divide(s_prev, n, out=np.zeros(rows), where=at_risk)
+    starts = np.array([a for a, _ in bounds], dtype=np.int64)
+    first = np.divide(1.0, n[starts], out=np.zeros(len(starts)), where=at_risk[starts])
+    factor = n
+    np.divide(surv[:-1], n[1:], out=factor[1:], where=at_risk[1:])
+    factor[~at_risk] = 0.0
+    factor[starts] = first
+    return factor
 
 
 def _cumsum_rows(x: np.ndarray, block: int = 4096) -> None:
