@@ -116,12 +116,23 @@ def backtest_plan(ctx: Context) -> Any:
 
 def run_backtest(ctx: Context) -> Any:
     """The forecast replayed at :func:`backtest_cutoffs` with :func:`backtest_settings`
-    (``None`` when fewer than two month ends qualify): :func:`funnelstats.backtest`'s
-    result, with its defaults for every other setting."""
-    plan = backtest_plan(ctx)
-    if plan is None:
+    (``None`` when fewer than two month ends qualify): :func:`funnelstats.backtest` with its
+    defaults for every other setting (the settings of :func:`backtest_plan`)."""
+    from ..forecast import backtest
+
+    cutoffs = backtest_cutoffs(ctx)
+    if len(cutoffs) < 2:
         return None
-    return plan.result([plan.run(i) for i in range(plan.n)])
+    settings = backtest_settings(ctx)
+    return backtest(
+        ctx.data,
+        cutoffs=cutoffs,
+        horizon=ctx.horizon,
+        n_sims=settings.n_sims,
+        n_boot=settings.n_boot,
+        seed=ctx.seed,
+        progress=False,
+    )
 
 
 def bookings_forecast(ctx: Context) -> Section:
