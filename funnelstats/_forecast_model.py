@@ -105,18 +105,20 @@ class StageCurves:
     def n_dest(self) -> int:
         return self.cif.shape[1]
 
-    def _at(self, x: np.ndarray) -> np.ndarray:
-        idx = np.searchsorted(self.time, x, side="right") - 1
+    def _at(self, x: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        if idx is None:
+            idx = np.searchsorted(self.time, x, side="right") - 1
         out = np.where((idx >= 0)[..., None], self.cif[np.maximum(idx, 0)], 0.0)
         return out
 
-    def cdf(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``F_j(x)`` (shape ``x.shape + (K,)``) and ``S(x)``, with the tail beyond ``tau``."""
+    def cdf(self, x: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``F_j(x)`` (shape ``x.shape + (K,)``) and ``S(x)``, with the tail beyond ``tau``
+        (``idx``: :meth:`index` of ``x`` when already known)."""
         x = np.asarray(x, dtype=float)
         if len(self.time) == 0:
             f = np.zeros((*x.shape, self.n_dest))
             return f, np.ones(x.shape)
-        inside = self._at(np.minimum(x, self.tau))
+        inside = self._at(np.minimum(x, self.tau), idx)
         s_in = 1.0 - inside.sum(axis=-1)
         over = np.maximum(x - self.tau, 0.0)
         s_tau = max(1.0 - float(self.cif[-1].sum()), 0.0)
@@ -231,6 +233,8 @@ class SemiMarkovFunnel:
         in ``[cuts[c - 1], cuts[c])``.
     fallback_ : list of tuple
         ``(group, stage)`` pairs that use the pooled curves.
+    stage_exits_ : list of int
+        Per open stage, the stays that ended (with a positive weight), all groups.
     n_open_ : int
     """
 
@@ -241,6 +245,7 @@ class SemiMarkovFunnel:
     pooled_: list[StageCurves] = field(default_factory=list, init=False)
     cuts_: list[np.ndarray] = field(default_factory=list, init=False)
     fallback_: list[tuple[int, int]] = field(default_factory=list, init=False)
+    stage_exits_: list[int] = field(default_factory=list, init=False)
     n_open_: int = field(default=0, init=False)
     _prep: dict = field(default_factory=dict, init=False, repr=False)
     _cache: dict = field(default_factory=dict, init=False, repr=False)
@@ -252,12 +257,16 @@ class SemiMarkovFunnel:
         groups: np.ndarray | None = None,
         n_groups: int = 1,
         weights: np.ndarray | None = None,
+        pooled: bool = True,
     ) -> SemiMarkovFunnel:
         """Fit the curves on ``data`` (stays still open are censored at its export date).
 
         ``groups`` gives each deal's (row of ``data.deals``) group code;
         ``weights`` each deal's weight in the estimates (default 1; the
-        ``min_exits`` rule counts stays, not weights).
+        ``min_exits`` rule counts stays, not weights). ``pooled=False``: with groups,
+        the pooled curves (:attr:`pooled_`) only when some group's stage falls short of
+        ``min_exits`` and needs them, as in the refits (the same group curves, less
+        work and memory); :attr:`stage_exits_` counts the exits either way.
         """
         if self.age_classes < 1:
             raise ValueError("age_classes must be at least 1")
@@ -267,17 +276,19 @@ class SemiMarkovFunnel:
         nxt = st.next_stage
         nk = np.where(nxt >= 0, kind[np.maximum(nxt, 0)], -1)
         dest = np.where(nk == 0, nxt, np.where(nk == 1, n_open, np.where(nk == 2, n_open + 1, -1)))
+        dest = dest.astype(np.int16 if n_open + 2 < 2**15 else np.int64)
         if groups is None:
             n_groups = 1
-            g_of = np.zeros(len(st), dtype=np.int64)
+            g_of = np.zeros(len(st), dtype=np.int32)
         else:
             g_of = np.asarray(groups, dtype=np.int64)[st.deal]
+            g_of = g_of.astype(np.int32) if n_groups < 2**31 // max(n_open, 1) else g_of
         origin = deal_origin_ns(data)[st.deal]
         entry_age = np.where(origin == _NAT, 0.0, (st.start - origin) / NS_PER_DAY)
         entry_age = np.maximum(entry_age, 0.0)
         self.n_open_ = n_open
         self.cuts_ = []
-        band = np.zeros(len(st), dtype=np.int64)
+        band = np.zeros(len(st), dtype=np.int16 if self.age_classes < 2**15 else np.int64)
         for s in range(n_open):
             sel = st.stage == s
             e = entry_age[sel]
@@ -298,7 +309,11 @@ class SemiMarkovFunnel:
             "n_groups": n_groups,
             "grouped": groups is not None,
         }
-        return self._estimate(weights)
+        live = dest >= 0
+        if weights is not None:
+            live &= np.asarray(weights, dtype=float)[st.deal] > 0
+        self.stage_exits_ = np.bincount(st.stage[live], minlength=n_open)[:n_open].tolist()
+        return self._estimate(weights, lean=not pooled)
 
     def reweighted(self, weights: np.ndarray) -> SemiMarkovFunnel:
         """The model refitted with other deal weights (same stays, groups and age bands).
@@ -320,12 +335,13 @@ class SemiMarkovFunnel:
         n_band = max(len(c) for c in self.cuts_) + 1 if n_open else 1
         w_deal = None if weights is None else np.asarray(weights, dtype=float)
 
+        i64 = np.int64
         keys = {
             "stage": (lambda: stage, n_open),
-            "group_stage": (lambda: g_of * n_open + stage, n_groups * n_open),
-            "stage_band": (lambda: stage * n_band + band, n_open * n_band),
+            "group_stage": (lambda: g_of.astype(i64) * n_open + stage, n_groups * n_open),
+            "stage_band": (lambda: stage.astype(i64) * n_band + band, n_open * n_band),
             "group_stage_band": (
-                lambda: (g_of * n_open + stage) * n_band + band,
+                lambda: (g_of.astype(i64) * n_open + stage) * n_band + band,
                 n_groups * n_open * n_band,
             ),
         }
@@ -335,8 +351,17 @@ class SemiMarkovFunnel:
             lay = layouts.get(name)
             if lay is None:
                 make, n_keys = keys[name]
+                if "by_time" not in pr:
+                    pr["by_time"] = _argsort_index(pr["duration_ns"])
                 lay = _Layout.build(
-                    pr["duration_ns"], dest, pr["deal"], make(), n_keys, n_dest, self.tail_quantile
+                    pr["duration_ns"],
+                    dest,
+                    pr["deal"],
+                    make(),
+                    n_keys,
+                    n_dest,
+                    self.tail_quantile,
+                    by_time=pr["by_time"],
                 )
                 layouts[name] = lay
             return lay.curves(w_deal)
@@ -542,14 +567,17 @@ class SemiMarkovFunnel:
                         # no entry-age clock: the same weights for every deal of the curve
                         key = (cv.origin, int(g), s, c, k_steps, h)
                         if cache is not None and cv.origin and key in cache:
-                            idx, rows = cache[key]
+                            idx, rows, at = cache[key]
                         else:
                             idx = idx[np.argsort(age[idx], kind="stable")]
                             rows = cv.index(age[idx, None] + edges[None, 1:])
+                            at = cv.index(age[idx])
                             if cache is not None and cv.origin:
-                                cache[key] = idx, rows
+                                cache[key] = idx, rows, at
                         wr = w[k_steps - steps, 0]
-                        out[idx] = _within_flat(cv, age[idx], wr, edges, rows)
+                        out[idx] = _within_flat(cv, age[idx], wr, edges, rows, at)
+                        if v is None:
+                            continue
                     for lo in range(0, len(idx), chunk):
                         part = idx[lo : lo + chunk]
                         # grid index of the deal age at the cut-off
@@ -579,29 +607,31 @@ class _Layout:
 
     Stays are sorted by key then duration, and each is given its row of the event table
     (its key's distinct duration). Refitting with other deal weights is then a few weighted
-    counts (:func:`numpy.bincount`) and the Aalen–Johansen sums, with no sorting: the same
-    event table as :func:`funnelstats._estimators.event_table` on the same stays. The
-    tail's late stays (longer than the key's ``tail_quantile`` of durations, all stays
-    counted whatever their weight) are fixed too; see :class:`StageCurves`.
+    counts and the Aalen–Johansen sums over contiguous runs, with no sorting: the same
+    event table as :func:`funnelstats._estimators.event_table` on the same stays (to the
+    rounding of the sums). The tail's late stays (longer than the key's ``tail_quantile``
+    of durations, all stays counted whatever their weight) are fixed too; see
+    :class:`StageCurves`.
     """
 
     n_keys: int
     n_dest: int
     time: np.ndarray  # per row: distinct duration of its key, days
-    row_key: np.ndarray  # per row
     offsets: np.ndarray  # rows of key k: offsets[k]:offsets[k + 1]
+    stay_offsets: np.ndarray  # stays of key k: stay_offsets[k]:stay_offsets[k + 1]
+    exit_offsets: np.ndarray  # exits of key k: exit_offsets[k]:exit_offsets[k + 1]
     deal: np.ndarray  # per stay (sorted): the deal it belongs to
-    key: np.ndarray  # per stay
-    run: np.ndarray  # per stay: its row
-    over: np.ndarray  # per stay: duration - cut where longer than its key's cut, else 0
+    run: np.ndarray | None  # per stay: its row (None: one stay per row, row = stay)
     exits: np.ndarray  # positions of the stays that ended (not censored)
     cell: np.ndarray  # per exit: row * n_dest + destination
-    late: np.ndarray  # per exit: longer than its key's cut
+    run_exit: np.ndarray  # per exit: its row (cell // n_dest)
+    late_exit: np.ndarray  # exits longer than their key's cut (positions among the exits)
+    late_cell: np.ndarray  # per late exit: key * n_dest + destination
+    long_stay: np.ndarray  # stays longer than their key's cut
+    long_over: np.ndarray  # per long stay: duration - cut
+    long_key: np.ndarray  # per long stay: its key
     use_late: np.ndarray  # per key: some exit is late
     any_exit: np.ndarray  # per key
-    run_exit: np.ndarray  # per exit: its row (cell // n_dest)
-    key_exit: np.ndarray  # per exit: its key
-    dest_exit: np.ndarray  # per exit: its destination
     token: object = field(default_factory=object)  # identifies the layout in curve origins
 
     @staticmethod
@@ -613,17 +643,21 @@ class _Layout:
         n_keys: int,
         n_dest: int,
         tail_quantile: float,
+        by_time: np.ndarray | None = None,
     ) -> _Layout:
-        by_time = np.argsort(duration_ns, kind="stable")
+        """``by_time``: ``argsort(duration_ns, kind="stable")`` when already known (layouts
+        of other keys over the same stays share it)."""
+        if by_time is None:
+            by_time = np.argsort(duration_ns, kind="stable")
         small = np.int16 if n_keys < 2**15 else np.int64  # 16-bit keys: a radix sort
         order = by_time[np.argsort(np.asarray(key)[by_time].astype(small), kind="stable")]
-        del by_time
         k = np.asarray(key, dtype=np.int64)[order]
         t = duration_ns[order]
         n = len(order)
         new = np.r_[True, (k[1:] != k[:-1]) | (t[1:] != t[:-1])] if n else np.zeros(0, bool)
-        run = np.cumsum(new) - 1
         starts = np.flatnonzero(new)
+        one_per_row = len(starts) == n
+        run = np.arange(n) if one_per_row else np.cumsum(new) - 1
         del new
         row_key = k[starts]
         offsets = np.searchsorted(row_key, np.arange(n_keys + 1), side="left").astype(np.int64)
@@ -640,48 +674,50 @@ class _Layout:
         longer = d > cut[k]
         late = longer[exits]
         k_exit = k[exits]
+        dest_exit = dest_s[exits].astype(np.int64)
         idx = np.int32 if max(n, len(time) * n_dest) < 2**31 else np.int64
         run_exit = run[exits]
+        long_stay = np.flatnonzero(longer)
+        late_exit = np.flatnonzero(late)
         return _Layout(
             n_keys=n_keys,
             n_dest=n_dest,
             time=time,
-            row_key=row_key,
             offsets=offsets,
+            stay_offsets=bounds.astype(np.int64),
+            exit_offsets=np.searchsorted(k_exit, np.arange(n_keys + 1)).astype(np.int64),
             deal=np.asarray(deal)[order].astype(idx),
-            key=k.astype(idx),
-            run=run.astype(idx),
-            over=np.where(longer, d - cut[k], 0.0),
+            run=None if one_per_row else run.astype(idx),
             exits=exits.astype(idx),
-            cell=(run_exit * n_dest + dest_s[exits]).astype(idx),
-            late=late,
+            cell=(run_exit * n_dest + dest_exit).astype(idx),
+            run_exit=run_exit.astype(idx),
+            late_exit=late_exit.astype(idx),
+            late_cell=(k_exit[late_exit] * n_dest + dest_exit[late_exit]).astype(idx),
+            long_stay=long_stay.astype(idx),
+            long_over=(d - cut[k])[long_stay],
+            long_key=k[long_stay].astype(idx),
             use_late=np.bincount(k_exit[late], minlength=n_keys) > 0,
             any_exit=np.bincount(k_exit, minlength=n_keys) > 0,
-            run_exit=run_exit.astype(idx),
-            key_exit=k_exit.astype(idx),
-            dest_exit=dest_s[exits].astype(np.int64),
         )
 
     def tails(self, w: np.ndarray, w_exit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per key, the tail hazard and destination mix (see :class:`StageCurves`), with
         weights ``w`` per stay and ``w_exit`` per exit."""
         nk, nd = self.n_keys, self.n_dest
-
-        def sums(sel: np.ndarray | None, over: np.ndarray) -> tuple[np.ndarray, ...]:
-            we = w_exit if sel is None else w_exit[sel]
-            kk = self.key_exit if sel is None else self.key_exit[sel]
-            dest = self.dest_exit if sel is None else self.dest_exit[sel]
-            exits = _wsum(kk, weights=we, minlength=nk)
-            exposure = _wsum(self.key, weights=w * over, minlength=nk)
-            mix = _wsum(kk * nd + dest, weights=we, minlength=nk * nd).reshape(nk, nd)
-            return exits, exposure, mix
-
-        e1, x1, m1 = sums(self.late, self.over)
+        we = w_exit[self.late_exit]
+        m1 = _wsum(self.late_cell, weights=we, minlength=nk * nd).reshape(nk, nd)
+        e1 = m1.sum(axis=1)
+        x1 = _wsum(self.long_key, weights=w[self.long_stay] * self.long_over, minlength=nk)
         use = self.use_late & (e1 > 0)
         if not use.all():  # keys whose late stays carry no weight: every stay, cut at 0
-            e2, x2, m2 = sums(None, self.time[self.run])
+            key = np.repeat(np.arange(nk), np.diff(self.stay_offsets))
+            key_exit = key[self.exits]
+            e2 = _wsum(key_exit, weights=w_exit, minlength=nk)
+            d = self.time if self.run is None else self.time[self.run]
+            x2 = _wsum(key, weights=w * d, minlength=nk)
+            m2 = _wsum(key_exit * nd + self.cell % nd, weights=w_exit, minlength=nk * nd)
             e1, x1 = np.where(use, e1, e2), np.where(use, x1, x2)
-            m1 = np.where(use[:, None], m1, m2)
+            m1 = np.where(use[:, None], m1, m2.reshape(nk, nd))
         rate = e1 / np.maximum(x1, _TINY)
         tot = m1.sum(axis=1)
         ok = self.any_exit & (tot > 0)
@@ -698,24 +734,36 @@ class _Layout:
             w = np.asarray(weights, dtype=float)[self.deal]
         w_exit = w[self.exits]
         run_exit = self.run_exit
-        removed = _wsum(self.run, weights=w, minlength=n_rows)
-        d = _wsum(run_exit, weights=w_exit, minlength=n_rows)
-        totals = _wsum(self.key, weights=w, minlength=self.n_keys)
-        cum = np.cumsum(removed)
-        base = np.r_[0.0, cum][self.offsets[:-1]]
-        at_risk = totals[self.row_key] - (cum - removed - base[self.row_key])
-        del cum, removed
-
-        def increments(f: np.ndarray) -> np.ndarray:
-            inc = _wsum(self.cell, weights=w_exit * f[run_exit], minlength=n_rows * nd)
-            return inc.reshape(n_rows, nd)
-
-        cif_all = _aalen_johansen(at_risk, d, self.offsets, increments, nd)
-        del d, at_risk
         rate, mix = self.tails(w, w_exit)
-        live = w > 0
-        n_stays = np.bincount(self.key[live], minlength=self.n_keys)
-        n_exits = np.bincount(self.key_exit[w_exit > 0], minlength=self.n_keys)
+        so, eo = self.stay_offsets, self.exit_offsets
+        n_stays = [int(np.count_nonzero(w[so[k] : so[k + 1]] > 0)) for k in range(self.n_keys)]
+        n_exits = [int(np.count_nonzero(w_exit[eo[k] : eo[k + 1]] > 0)) for k in range(self.n_keys)]
+        # per row: weight leaving (ended or censored) and weight ending; the temporaries go
+        # as soon as they are read (a refit at 1M deals holds ~100 MB less at its peak)
+        if self.run is None:
+            removed = w
+            d = np.zeros(n_rows)
+            d[self.exits] = w_exit
+        else:
+            removed = _wsum(self.run, weights=w, minlength=n_rows)
+            d = _wsum(run_exit, weights=w_exit, minlength=n_rows)
+        del w
+        bounds = [(int(a), int(b)) for a, b in pairwise(self.offsets) if b > a]
+        # at risk: the weight of the key's rows from this one on (a reversed running sum)
+        at_risk = np.empty(n_rows)
+        for a, b in bounds:
+            np.cumsum(removed[a:b][::-1], out=at_risk[a:b][::-1])
+        del removed
+        factor = _aj_factor(at_risk, d, bounds)
+        del d, at_risk
+        inc = factor[run_exit]
+        del factor
+        inc *= w_exit
+        del w_exit
+        inc = _wsum(self.cell, weights=inc, minlength=n_rows * nd).reshape(n_rows, nd)
+        for a, b in bounds:
+            _cumsum_rows(inc[a:b])
+        cif_all = np.clip(inc, 0.0, 1.0, out=inc)
         out = []
         for k in range(self.n_keys):
             r = slice(int(self.offsets[k]), int(self.offsets[k + 1]))
@@ -727,12 +775,50 @@ class _Layout:
                     tau=float(t[-1]) if len(t) else 0.0,
                     tail_rate=float(rate[k]),
                     tail_mix=mix[k],
-                    n_stays=int(n_stays[k]),
-                    n_exits=int(n_exits[k]),
+                    n_stays=n_stays[k],
+                    n_exits=n_exits[k],
                     origin=(self.token, k),
                 )
             )
         return out
+
+
+def _aj_factor(n: np.ndarray, d: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
+    """Per row, ``S(t_{i-1}) / n_i``: the Kaplan–Meier survival just before the row over the
+    weight at risk (0 where nothing is at risk), from the at-risk weights ``n`` and ending
+    weights ``d`` (both overwritten: the result is ``n``'s buffer); ``bounds`` the (start,
+    stop) rows of each key."""
+    at_risk = n > 0
+    # d <= n, so d = 0 where nothing is at risk: the ratio is 0 there
+    ratio = np.divide(d, n, out=d, where=at_risk)
+    gone = ratio >= 1.0
+    log_s = np.log1p(np.negative(ratio, out=ratio), out=ratio, where=~gone)
+    log_s[gone] = 0.0
+    for a, b in bounds:
+        np.cumsum(log_s[a:b], out=log_s[a:b])
+    surv = np.exp(log_s, out=log_s)
+    for a, b in bounds:
+        g = gone[a:b]
+        if g.any():  # everything at risk left: nothing survives from here on
+            surv[a + int(g.argmax()) : b] = 0.0
+    starts = np.array([a for a, _ in bounds], dtype=np.int64)
+    first = np.divide(1.0, n[starts], out=np.zeros(len(starts)), where=at_risk[starts])
+    factor = n
+    np.divide(surv[:-1], n[1:], out=factor[1:], where=at_risk[1:])
+    factor[~at_risk] = 0.0
+    factor[starts] = first
+    return factor
+
+
+def _cumsum_rows(x: np.ndarray, block: int = 4096) -> None:
+    """``np.cumsum(x, axis=0, out=x)`` for a C-ordered 2-D ``x``, block by block of rows so
+    that the column-by-column passes run in cache (the same sums, in the same order)."""
+    n = len(x)
+    for lo in range(0, n, block):
+        part = x[lo : lo + block]
+        if lo:
+            part[0] += x[lo - 1]
+        np.cumsum(part, axis=0, out=part)
 
 
 def _within_flat(
@@ -741,6 +827,7 @@ def _within_flat(
     w_rev: np.ndarray,
     edges: np.ndarray,
     rows: np.ndarray,
+    at: np.ndarray | None = None,
     block: int = 50_000,
 ) -> np.ndarray:
     """P(won within the horizon) of deals at ``age`` in a stage whose continuation weights do
@@ -751,17 +838,33 @@ def _within_flat(
     steps left, the forecast ``sum_m [c(u_{m+1}) - c(u_m)] . w_rev[m]`` is summed by parts,
     ``sum_{m >= 1} c(u_m) . (w_rev[m - 1] - w_rev[m])`` (``w_rev[K + 1] = 0``), so the
     cumulative incidence is read once per edge and contracted at once. ``rows``: the
-    curve's :meth:`StageCurves.index` of ``age + edges[1:]``.
+    curve's :meth:`StageCurves.index` of ``age + edges[1:]``, ``at`` that of ``age``.
     """
     coef = w_rev - np.vstack([w_rev[1:], np.zeros((1, w_rev.shape[1]))])
-    f_a, s_a = cv.cdf(age)
+    f_a, s_a = cv.cdf(age, at)
     alive = s_a > _TINY
     base = f_a @ coef.sum(axis=0)
-    num = np.empty(len(age))
-    step = max(1, block // (len(edges) * max(cv.n_dest, 1)))
-    for lo in range(0, len(age), step):
-        x = age[lo : lo + step, None] + edges[None, 1:]
-        num[lo : lo + step] = cv.cdf_dot(x, coef, rows[lo : lo + step])
+    n = len(age)
+    num = np.zeros(n)
+    if len(cv.time) and n:
+        # ages ascend, and so do the rows: the deals reading before the first time (the
+        # youngest) lead, those whose window passes the longest stay (the oldest) trail
+        young = int(np.searchsorted(rows[:, 0], 0, side="left"))
+        if young:
+            x = age[:young, None] + edges[None, 1:]
+            num[:young] = cv.cdf_dot(x, coef, rows[:young])
+        step = max(1, block // (len(edges) * max(cv.n_dest, 1)))
+        for lo in range(young, n, step):
+            hi = min(lo + step, n)
+            np.einsum("nmk,mk->n", np.take(cv.cif, rows[lo:hi], axis=0), coef, out=num[lo:hi])
+        beyond = np.flatnonzero(age + edges[-1] > cv.tau)
+        beyond = beyond[beyond >= young]
+        if len(beyond) and cv.tail_rate > 0 and cv.tail_mix.any():
+            s_tau = max(1.0 - float(cv.cif[-1].sum()), 0.0)
+            grow = -np.expm1(
+                -cv.tail_rate * np.maximum(age[beyond, None] + edges[None, 1:] - cv.tau, 0.0)
+            )
+            num[beyond] += s_tau * (grow @ (coef @ cv.tail_mix))
     with np.errstate(divide="ignore", invalid="ignore"):
         out = (num - base) / s_a
     if not alive.all():
@@ -824,3 +927,9 @@ def _solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.linalg.solve(a, b[..., None])[..., 0]
     except np.linalg.LinAlgError:
         return (np.linalg.pinv(a) @ b[..., None])[..., 0]
+
+
+def _argsort_index(x: np.ndarray) -> np.ndarray:
+    """``np.argsort(x, kind="stable")`` as int32 where it fits (half the memory kept)."""
+    order = np.argsort(x, kind="stable")
+    return order.astype(np.int32) if len(x) < 2**31 else order

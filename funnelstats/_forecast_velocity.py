@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from . import _columns as C
-from ._forecast_history import history_state, last_row_at
+from ._forecast_history import HistoryState, history_state, last_row_at
 from ._stays import NS_PER_DAY
 from .data import FunnelData
 
@@ -80,6 +80,35 @@ def _cycle_days(age: np.ndarray, cif: np.ndarray, tau: float) -> float:
     return float(np.sum(np.r_[1.0, 1.0 - f / f_tau] * steps))
 
 
+def _open_at(hs: HistoryState, times: np.ndarray) -> np.ndarray:
+    """Per time in ``times``: the deals whose state at that time (their last history row
+    at or before it, :func:`last_row_at`) is an open stage.
+
+    A row is its deal's state from its time until the deal's next row's time; the deals
+    open at ``t`` are the open-stage rows whose interval holds ``t``: rows started by ``t``
+    less rows ended by ``t``, counted at once for every time with two sorted arrays (the
+    same counts as a :func:`last_row_at` per time).
+    """
+    n = len(hs.at)
+    if not n:
+        return np.zeros(len(times), dtype=np.int64)
+    same_deal = ~hs.first[1:]
+    if np.any(same_deal & (hs.at[1:] < hs.at[:-1])):  # rows out of time order in a deal
+        out = []
+        for t in times:
+            state = last_row_at(hs, int(t))
+            out.append(np.count_nonzero((state >= 0) & (hs.kind[np.maximum(state, 0)] == 0)))
+        return np.asarray(out, dtype=np.int64)
+    nxt = np.r_[np.where(same_deal, hs.at[1:], np.iinfo(np.int64).max), np.iinfo(np.int64).max]
+    rows = (hs.kind == 0) & (hs.deal >= 0)
+    start = np.sort(hs.at[rows])
+    end = np.sort(nxt[rows])
+    times = np.asarray(times, dtype=np.int64)
+    started = np.searchsorted(start, times, side="right")
+    ended = np.searchsorted(end, times, side="right")
+    return (started - ended).astype(np.int64)
+
+
 def cohort_table(
     data: FunnelData, *, freq: str = "M", alpha: float = 0.05, mature_share: float = 0.9
 ) -> CohortTable:
@@ -104,6 +133,8 @@ def cohort_table(
     amount = deals[C.AMOUNT].to_numpy(dtype=float)
     won_in_time = (outcome == C.WON) & ((closed_ns - created_ns) / NS_PER_DAY <= t_mature)
     hs = history_state(data)
+    ends = [min(p.end_time.tz_localize("UTC").value, export) for p in cohorts]
+    n_open = _open_at(hs, np.asarray(ends, dtype=np.int64))
     rows = []
     for g, p in enumerate(cohorts):
         p_end = p.end_time.tz_localize("UTC").value
@@ -121,8 +152,7 @@ def cohort_table(
             wr_p, lo, hi, cycle = np.nan, np.nan, np.nan, np.nan
         won_in = sel & won_in_time & ~np.isnan(amount)
         avg_won = float(amount[won_in].mean()) if won_in.any() else np.nan
-        state = last_row_at(hs, min(p_end, export))
-        open_deals = int(np.count_nonzero((state >= 0) & (hs.kind[np.maximum(state, 0)] == 0)))
+        open_deals = int(n_open[g])
         rows.append(
             {
                 "period": p,

@@ -537,10 +537,16 @@ def _forecast_cut(
     known = ~np.isnan(amt_all)
     value_w = np.where(known, amt_all, np.nanmedian(amt_all) if known.any() else 1.0)
     value_w = np.maximum(value_w, 0.0)
-    model = SemiMarkovFunnel(age_classes=age_classes).fit(cut, groups=gcode, n_groups=n_groups)
-    value_model = model.reweighted(value_w)
-    if snap is None:
+    if snap is None:  # before the fit: its temporaries and the model's are not held at once
         snap = _open_table(cut, ts)
+    # the pooled curves only where a group needs them, as in the refits (at 1M deals, the
+    # stays arranged a second time and their curves: ~200 MB)
+    model = SemiMarkovFunnel(age_classes=age_classes).fit(
+        cut, groups=gcode, n_groups=n_groups, pooled=False
+    )
+    fallback = list(model.fallback_)
+    stage_exits = list(model.stage_exits_)
+    value_model = model.reweighted(value_w)
     deal_row = _open_rows(cut, snap)
     g_open = gcode[deal_row]
     stage = snap[C.STAGE].cat.codes.to_numpy().astype(np.int64)
@@ -574,8 +580,6 @@ def _forecast_cut(
     lam = new.rates(value_model, np.ones(cut.n_deals))[None, :]
     # the fits' curves are not needed past here (refits share only their arranged stays):
     # let them go before the refits make theirs (at 1M deals, a few hundred MB)
-    fallback = list(model.fallback_)
-    stage_exits = [c.n_exits for c in model.pooled_]
     model.curves_, model.pooled_, model._cache = [], [], {}
     del value_model
     if n_boot:
@@ -679,7 +683,10 @@ def _open_rows(cut: FunnelData, snap: pd.DataFrame) -> np.ndarray:
     deals = cut.deals
     rows = np.flatnonzero((deals[C.OUTCOME] == C.OPEN).to_numpy())
     ids = snap[C.DEAL_ID].to_numpy(dtype=object)
-    if len(rows) == len(ids) and np.array_equal(deals[C.DEAL_ID].to_numpy(dtype=object)[rows], ids):
+    # the ids of the open rows only (not every deal's id as a Python object)
+    if len(rows) == len(ids) and np.array_equal(
+        deals[C.DEAL_ID].iloc[rows].to_numpy(dtype=object), ids
+    ):
         return rows
     return pd.Index(deals[C.DEAL_ID]).get_indexer(snap[C.DEAL_ID])
 
@@ -951,6 +958,103 @@ def backtest(
     """
     from tqdm.auto import tqdm
 
+    plan = _backtest_plan(
+        data,
+        cutoffs=cutoffs,
+        horizon=horizon,
+        n_sims=n_sims,
+        seed=seed,
+        include_new=include_new,
+        by=by,
+        amount_bands=amount_bands,
+        age_classes=age_classes,
+        n_boot=n_boot,
+        probabilities=probabilities,
+    )
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    done = [
+        plan.run(i)
+        for i in tqdm(range(plan.n), disable=not progress, desc="backtest", unit="cut-off")
+    ]
+    return plan.result(done)
+
+
+@dataclass
+class _BacktestPlan:
+    """A checked :func:`backtest`, one cut-off at a time: :meth:`run` forecasts cut-off
+    ``i`` (independent of the others: its own cut, seed and draws), :meth:`result` scores
+    them all. The report runs the cut-offs in two processes this way."""
+
+    data: FunnelData
+    cuts: list[pd.Timestamp]
+    h_days: float
+    settings: dict[str, Any]
+    probabilities: str | Mapping[str, float]
+    seed: int | None
+    _hs: HistoryState | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.cuts)
+
+    def run(self, i: int) -> tuple[dict[str, Any], dict[float, float]]:
+        """Cut-off ``i``: its row of :attr:`BacktestResult.frame` and the quantiles of its
+        simulated total."""
+        if self._hs is None:
+            self._hs = history_state(self.data)
+        data, c, h_days = self.data, self.cuts[i], self.h_days
+        # one cut and one table of its open deals for the forecast and the baseline
+        cut = data.as_of(c)
+        snap = _open_table(cut, c)
+        fc = _forecast_cut(
+            cut,
+            c,
+            snap,
+            h_days=h_days,
+            w_days=_days(_ARRIVAL_WINDOW),
+            seed=None if self.seed is None else self.seed + i,
+            **self.settings,
+        )
+        wp = _weighted_cut(cut, c, snap, h_days, self.probabilities)
+        won = _realised(data, self._hs, c.value, (c + pd.Timedelta(days=h_days)).value)
+        actual = float(np.nansum(won[C.AMOUNT].to_numpy()))
+        t = fc.frame.set_index("component").loc["total"]
+        row = {
+            "cutoff": c,
+            "actual": actual,
+            "n_won": len(won),
+            "expected": float(t["expected"]),
+            "p10": float(t["p10"]),
+            "p50": float(t["p50"]),
+            "p90": float(t["p90"]),
+            "covered": bool(t["p10"] <= actual <= t["p90"]),
+            "baseline": wp.total,
+        }
+        return row, {q: float(np.quantile(fc.simulations, q)) for q in QUANTILES}
+
+    def result(self, done: list[tuple[dict[str, Any], dict[float, float]]]) -> BacktestResult:
+        """The :class:`BacktestResult` of every cut-off's :meth:`run`, in order."""
+        frame = pd.DataFrame([row for row, _ in done])
+        quant = {q: [qs[q] for _, qs in done] for q in QUANTILES}
+        return _score_backtest(frame, quant, self.h_days)
+
+
+def _backtest_plan(
+    data: FunnelData,
+    *,
+    cutoffs: Iterable[Any],
+    horizon: Any,
+    n_sims: int,
+    seed: int | None,
+    include_new: bool,
+    by: str | None,
+    amount_bands: int,
+    age_classes: int,
+    n_boot: int,
+    probabilities: str | Mapping[str, float],
+) -> _BacktestPlan:
+    """The settings of :func:`backtest`, checked."""
     require_history(data, "backtest")
     h_days = _days(horizon)
     cuts = [to_timestamp(c, name="cutoffs") for c in cutoffs]
@@ -962,53 +1066,25 @@ def backtest(
                 f"cut-off {c:%Y-%m-%d} + horizon {h_days:g} days runs past the export date "
                 f"{data.exported_at:%Y-%m-%d}: what was won then is not known yet"
             )
-    if progress is None:
-        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
     if n_sims < 1:
         raise ValueError("n_sims must be at least 1")
     if n_boot < 0 or n_boot == 1:
         raise ValueError(f"n_boot must be 0 (no bootstrap) or at least 2, got {n_boot!r}")
-    rows = []
-    quant = {q: [] for q in QUANTILES}
-    hs = history_state(data)
-    for i, c in enumerate(tqdm(cuts, disable=not progress, desc="backtest", unit="cut-off")):
-        # one cut and one table of its open deals for the forecast and the baseline
-        cut = data.as_of(c)
-        snap = _open_table(cut, c)
-        fc = _forecast_cut(
-            cut,
-            c,
-            snap,
-            h_days=h_days,
-            w_days=_days(_ARRIVAL_WINDOW),
-            n_sims=n_sims,
-            seed=None if seed is None else seed + i,
-            include_new=include_new,
-            by=by,
-            amount_bands=amount_bands,
-            age_classes=age_classes,
-            n_boot=n_boot,
-        )
-        wp = _weighted_cut(cut, c, snap, h_days, probabilities)
-        won = _realised(data, hs, c.value, (c + pd.Timedelta(days=h_days)).value)
-        actual = float(np.nansum(won[C.AMOUNT].to_numpy()))
-        t = fc.frame.set_index("component").loc["total"]
-        rows.append(
-            {
-                "cutoff": c,
-                "actual": actual,
-                "n_won": len(won),
-                "expected": float(t["expected"]),
-                "p10": float(t["p10"]),
-                "p50": float(t["p50"]),
-                "p90": float(t["p90"]),
-                "covered": bool(t["p10"] <= actual <= t["p90"]),
-                "baseline": wp.total,
-            }
-        )
-        for q in QUANTILES:
-            quant[q].append(float(np.quantile(fc.simulations, q)))
-    frame = pd.DataFrame(rows)
+    settings = {
+        "n_sims": n_sims,
+        "include_new": include_new,
+        "by": by,
+        "amount_bands": amount_bands,
+        "age_classes": age_classes,
+        "n_boot": n_boot,
+    }
+    return _BacktestPlan(data, cuts, h_days, settings, probabilities, seed)
+
+
+def _score_backtest(
+    frame: pd.DataFrame, quant: dict[float, list[float]], h_days: float
+) -> BacktestResult:
+    """Scores of the forecasts (rows of ``frame``, quantiles ``quant``) and the baseline."""
     y = frame["actual"].to_numpy()
     denom = max(float(np.abs(y).sum()), 1e-12)
     scale = max(float(np.abs(y).mean()), 1e-12)

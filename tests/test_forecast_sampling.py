@@ -13,13 +13,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 import funnelstats as fs
 from funnelstats import _columns as C
 from funnelstats._estimators import event_table
-from funnelstats._forecast_model import SemiMarkovFunnel, StageCurves, _cif
+from funnelstats._forecast_model import SemiMarkovFunnel, StageCurves, _cif, _Layout
 from funnelstats._forecast_sim import (
+    _search_right,
     bernoulli_sum,
     compound_poisson_sum,
     translated_gamma,
@@ -331,6 +334,62 @@ def test_refits_equal_a_fit_from_scratch():
                 assert (cv.n_stays, cv.n_exits) == (n_stays, n_exits)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_layout_curves_equal_a_fresh_event_table_with_and_without_tied_durations(ties):
+    """The refit's sums run per row of distinct durations: one stay per row (continuous
+    durations) or several (durations in whole days, as many exports record them), with
+    zero and fractional weights, give the curves of a fresh event table."""
+    data, model = _prep_model(age_classes=1)
+    pr = model._prep
+    dur = pr["duration_ns"]
+    if ties:
+        dur = np.round(dur / NS_PER_DAY) * NS_PER_DAY
+        dur = dur.astype(np.int64)
+    n_open = model.n_open_
+    key = pr["group"] * n_open + pr["stage"]
+    n_keys = pr["n_groups"] * n_open
+    lay = _Layout.build(dur, pr["dest"], pr["deal"], key, n_keys, n_open + 2, 0.8)
+    assert (lay.run is not None) == ties  # the per-row sums are exercised when rows tie
+    rng = np.random.default_rng(5)
+    w = rng.poisson(1.0, data.n_deals) * rng.lognormal(0.0, 1.0, data.n_deals)
+    w[:100] = 0.0
+    for weights in (None, w):
+        ref = _old_fit_curves(
+            dur,
+            pr["dest"],
+            key,
+            n_keys,
+            n_open + 2,
+            0.8,
+            None if weights is None else weights[pr["deal"]],
+        )
+        for (t, cif, rate, mix, n_stays, n_exits), cv in zip(ref, lay.curves(weights)):
+            np.testing.assert_array_equal(cv.time, t)
+            np.testing.assert_allclose(cv.cif, cif, atol=1e-12)
+            assert cv.tail_rate == pytest.approx(rate, rel=1e-12, abs=1e-15)
+            np.testing.assert_allclose(cv.tail_mix, mix, atol=1e-12)
+            assert (cv.n_stays, cv.n_exits) == (n_stays, n_exits)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lam=st.lists(st.one_of(st.just(0.0), st.floats(1e-9, 1e6)), min_size=1, max_size=300).filter(
+        lambda x: sum(x) > 0
+    ),
+    u=st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=1, max_size=200),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_guided_search_is_searchsorted(lam, u, seed):
+    """The compound Poisson draws pick their terms with the guided search: the indices of
+    ``np.searchsorted(..., side="right")``, ties (runs of zero rates) and sums hit exactly
+    included."""
+    cum = np.cumsum(np.asarray(lam))
+    rng = np.random.default_rng(seed)
+    q = np.r_[np.asarray(u) * cum[-1], cum[rng.integers(0, len(cum), 5)], 0.0]
+    q = q[q < cum[-1]]
+    np.testing.assert_array_equal(_search_right(cum, q), np.searchsorted(cum, q, side="right"))
+
+
 def _direct_p_won(model, stage, age, horizon):
     """P(won within the horizon) by the plain formula: the stage's conditional exit mass
     in each grid bin times the chance of being won from there in the time left."""
@@ -385,3 +444,24 @@ def test_curves_without_origin_are_not_cached():
     coef = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # F(0.5) = 0, F(1.5) = (0.5, 0), F(2.5) = (0.5, 0.5)
     assert cv.cdf_dot(x, coef)[0] == pytest.approx(0.0 + 0.5 + 0.5)
+
+
+def test_fit_without_pooled_curves_gives_the_same_group_curves():
+    """The forecast fits without the pooled curves when no group needs them: the same
+    group curves, fallbacks and per-stage exit counts as the full fit."""
+    data, full = _prep_model(age_classes=1)
+    pr = full._prep
+    gcode = np.zeros(data.n_deals, dtype=np.int64)
+    gcode[pr["deal"]] = pr["group"]
+    lean = SemiMarkovFunnel(age_classes=1, min_exits=40).fit(
+        data, groups=gcode, n_groups=pr["n_groups"], pooled=False
+    )
+    assert lean.fallback_ == full.fallback_
+    assert lean.stage_exits_ == [c.n_exits for c in full.pooled_]
+    for cg_full, cg_lean in zip(full.curves_, lean.curves_):
+        for bands_full, bands_lean in zip(cg_full, cg_lean):
+            for a, b in zip(bands_full, bands_lean):
+                np.testing.assert_array_equal(a.cif, b.cif)
+                assert (a.tail_rate, a.n_exits) == (b.tail_rate, b.n_exits)
+    if not full.fallback_:
+        assert lean.pooled_ == [] and "stage" not in lean._prep["layouts"]

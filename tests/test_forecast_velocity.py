@@ -151,3 +151,22 @@ def test_velocity_is_undefined_where_won_deals_closed_at_creation():
     zero = v.frame["cycle_days"].to_numpy(dtype=float) <= 0
     assert zero.any() and v.frame.loc[zero, "velocity"].isna().all()
     assert any("velocity not defined" in n for n in v.notes)
+
+
+@pytest.mark.parametrize("name", ["sample", "hand10"])
+def test_open_deals_at_many_times_equal_one_state_per_time(name, request):
+    """The cohort table counts the deals open at each period end from the rows' intervals
+    at once: the counts of reading every deal's state at each time."""
+    from funnelstats._forecast_history import history_state, last_row_at
+    from funnelstats._forecast_velocity import _open_at
+
+    data = request.getfixturevalue(name)
+    hs = history_state(data)
+    at = hs.at[hs.at > np.iinfo(np.int64).min]
+    times = np.r_[at.min() - 1, np.quantile(at, np.linspace(0, 1, 40)).astype(np.int64), at]
+    times = np.unique(np.r_[times, at.max() + 10**12])
+    ref = [
+        np.count_nonzero((s >= 0) & (hs.kind[np.maximum(s, 0)] == 0))
+        for s in (last_row_at(hs, int(t)) for t in times)
+    ]
+    np.testing.assert_array_equal(_open_at(hs, times), ref)

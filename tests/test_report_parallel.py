@@ -20,7 +20,7 @@ import pytest
 
 import funnelstats as fs
 from funnelstats.report import _context, build_sections
-from funnelstats.report._parallel import can_fork, map_shared, run_forked
+from funnelstats.report._parallel import SharedCounter, can_fork, map_shared, run_forked
 from funnelstats.report._render import chart_png
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="the platform cannot fork")
@@ -102,6 +102,60 @@ def test_map_shared_raises_an_items_error_as_a_direct_call_would():
         map_shared(fn, 12)
 
 
+@needs_fork
+def test_shared_counter_hands_out_every_item_once_across_two_processes():
+    """No item goes to two processes (who took it is written to shared memory as it is
+    taken, so the check does not depend on the child's answer arriving)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    counter = SharedCounter(500)
+    owner = ctx.Array("i", 500)
+
+    def take_all(me: int) -> None:
+        while (i := counter.take()) is not None:
+            owner[i] += me
+
+    child = ctx.Process(target=take_all, args=(2,))
+    child.start()
+    take_all(1)
+    child.join()
+    # none taken twice (1 + 2 = 3), whoever took how many, and every item handed out;
+    # what the child took is not always written down in the full suite, so that every
+    # item is computed once is checked where it matters: the report computes again what
+    # the child took and did not answer (the backtest test below)
+    assert 3 not in owner[:]
+    assert 1 in owner[:] or 2 in owner[:]
+    assert counter.take() is None
+    one = SharedCounter(5)  # in one process: each item once, in order
+    assert [one.take() for _ in range(7)] == [0, 1, 2, 3, 4, None, None]
+
+
+@needs_fork
+def test_backtest_cut_offs_split_between_the_processes_give_the_public_backtest(sample):
+    """The parent takes the cut-offs the child has not taken: cut-off 0 computed in the
+    child, the others here, merged: the backtest of one process."""
+    from funnelstats.report import _SharedBacktest
+    from funnelstats.report._sections_forecast import backtest_plan, run_backtest
+
+    ctx = _context(sample, seed=3, n_sims=500)
+    plan = backtest_plan(ctx)
+    assert plan.n >= 3
+    counter = SharedCounter(plan.n)
+    assert counter.take() == 0  # the child's
+    child = run_forked(lambda: {"backtest": (True, {0: plan.run(0)})})
+    shared = _SharedBacktest(child, plan, counter).result()
+    ref = run_backtest(ctx)
+    pd.testing.assert_frame_equal(shared.frame, ref.frame)
+    pd.testing.assert_frame_equal(shared.metrics, ref.metrics)
+    # a child that took a cut-off and gave no answer for it: computed here instead
+    counter = SharedCounter(plan.n)
+    assert counter.take() == 0
+    lost = run_forked(lambda: {"backtest": (True, {})})
+    again = _SharedBacktest(lost, plan, counter).result()
+    pd.testing.assert_frame_equal(again.frame, ref.frame)
+
+
 # ------------------------------------------------------------- the report, both ways
 
 
@@ -180,7 +234,7 @@ def test_shared_cohorts_give_the_public_velocity_and_win_rate_forecast(both_ways
 def test_shared_backtest_is_the_public_backtest(both_ways, sample):
     from funnelstats.report._sections_forecast import backtest_cutoffs, backtest_settings
 
-    _, _, ctx, _ = both_ways
+    _, _, ctx, par = both_ways
     st = backtest_settings(ctx)
     bt = fs.backtest(
         sample,
@@ -191,8 +245,9 @@ def test_shared_backtest_is_the_public_backtest(both_ways, sample):
         seed=3,
         progress=False,
     )
-    pd.testing.assert_frame_equal(ctx.backtest.frame, bt.frame)
-    pd.testing.assert_frame_equal(ctx.backtest.metrics, bt.metrics)
+    for c in (ctx, par):  # one process; the cut-offs shared by two
+        pd.testing.assert_frame_equal(c.backtest.frame, bt.frame)
+        pd.testing.assert_frame_equal(c.backtest.metrics, bt.metrics)
 
 
 # ------------------------------------------------- stacked outcomes without the frame

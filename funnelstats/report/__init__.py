@@ -388,7 +388,9 @@ def build_sections(
 
 #: The analyses a second process computes on large data, by the section that reads them:
 #: the backtest (the largest single piece of work) and the cohort table with its forecast,
-#: which together weigh about what the other sections weigh.
+#: which together weigh about what the other sections weigh. The child computes the cohort
+#: table first, then the backtest's cut-offs one by one, shared with the parent once its
+#: own sections are built (:class:`_SharedBacktest`).
 _CHILD_JOBS: dict[str, tuple[str, ...]] = {
     "bookings forecast": ("backtest",),
     "win-rate trend": ("cohorts", "win_rate_forecast"),
@@ -416,12 +418,46 @@ class _Part:
         self.pending.cancel()
 
 
+class _SharedBacktest:
+    """The backtest's cut-offs, shared: the child takes them one by one after its other
+    analyses, and the parent, once its own sections are built, takes those not yet taken
+    instead of waiting (each cut-off is independent: its own cut, seed and draws, so the
+    result is the one a single process gives)."""
+
+    def __init__(self, pending: Any, plan: Any, counter: Any) -> None:
+        self.pending, self.plan, self.counter = pending, plan, counter
+
+    def result(self) -> Any:
+        mine = self.counter.drain(self.plan.run)
+        ok, theirs = self.pending.result()["backtest"]
+        if not ok:
+            raise theirs
+        done = {**theirs, **mine}
+        # a cut-off taken by a child that died without an answer is computed here
+        runs = [done[i] if i in done else self.plan.run(i) for i in range(self.plan.n)]
+        return self.plan.result(runs)
+
+    def cancel(self) -> None:
+        self.pending.cancel()
+
+
 def _start_child(ctx: Context, names: list[str]) -> None:
-    """Compute the Context analyses ``names`` in a forked child, in that order; the
-    Context's properties collect them (see :attr:`Context.pending`)."""
-    from ._parallel import run_forked
+    """Compute the Context analyses ``names`` in a forked child; the Context's properties
+    collect them (see :attr:`Context.pending`). The backtest goes last, one cut-off at a
+    time, shared with the parent (:class:`_SharedBacktest`)."""
+    from ._parallel import SharedCounter, run_forked
+    from ._sections_forecast import backtest_plan
 
     ctx.data.arrays  # derived once here, shared with the child  # noqa: B018
+    plan = counter = None
+    if "backtest" in names:
+        try:
+            plan = backtest_plan(ctx)
+        except Exception:  # raised again where the section reads the backtest
+            plan = None
+    if plan is not None:
+        counter = SharedCounter(plan.n)
+        names = [n for n in names if n != "backtest"]
 
     def work() -> dict[str, tuple[bool, Any]]:
         out: dict[str, tuple[bool, Any]] = {}
@@ -430,11 +466,18 @@ def _start_child(ctx: Context, names: list[str]) -> None:
                 out[name] = (True, getattr(ctx, name))
             except Exception as exc:  # re-raised in the parent where the section reads it
                 out[name] = (False, exc)
+        if counter is not None:
+            try:
+                out["backtest"] = (True, counter.drain(plan.run))
+            except Exception as exc:
+                out["backtest"] = (False, exc)
         return out
 
     pending = run_forked(work)
     for name in names:
         ctx.pending[name] = _Part(pending, name)
+    if counter is not None:
+        ctx.pending["backtest"] = _SharedBacktest(pending, plan, counter)
 
 
 def _context(

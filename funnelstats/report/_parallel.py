@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Pending", "can_fork", "map_shared", "run_forked"]
+__all__ = ["Pending", "SharedCounter", "can_fork", "map_shared", "run_forked"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,31 @@ def _child(fn: Callable[[], Any], conn: Any) -> None:
 def run_forked(fn: Callable[[], Any], *, fork: bool = True) -> Pending:
     """Start ``fn()`` in a forked child (when ``fork`` and the platform allows it)."""
     return Pending(fn, fork=fork)
+
+
+class SharedCounter:
+    """Items ``0..n-1`` handed out once each to whichever process asks next: made before a
+    fork, it is shared by the parent and the child (in one process it counts there)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._value = multiprocessing.get_context("fork" if can_fork() else None).Value("i", 0)
+
+    def take(self) -> int | None:
+        """The next item not yet taken, or ``None`` when every item is taken."""
+        with self._value.get_lock():
+            i = self._value.value
+            if i >= self.n:
+                return None
+            self._value.value = i + 1
+        return i
+
+    def drain(self, fn: Callable[[int], Any]) -> dict[int, Any]:
+        """``{i: fn(i)}`` for every item this process takes, until none is left."""
+        done = {}
+        while (i := self.take()) is not None:
+            done[i] = fn(i)
+        return done
 
 
 def map_shared(fn: Callable[[int], Any], n: int, *, fork: bool = True) -> list[Any]:

@@ -89,9 +89,35 @@ def backtest_cutoffs(ctx: Context) -> list[pd.Timestamp]:
 # ---------------------------------------------------------------------- bookings forecast
 
 
+def backtest_plan(ctx: Context) -> Any:
+    """:func:`funnelstats.backtest` at :func:`backtest_cutoffs` with :func:`backtest_settings`,
+    checked and ready to run one cut-off at a time (``None`` when fewer than two month ends
+    qualify): the report's two processes share the cut-offs."""
+    from ..forecast import _backtest_plan
+
+    cutoffs = backtest_cutoffs(ctx)
+    if len(cutoffs) < 2:
+        return None
+    settings = backtest_settings(ctx)
+    return _backtest_plan(
+        ctx.data,
+        cutoffs=cutoffs,
+        horizon=ctx.horizon,
+        n_sims=settings.n_sims,
+        seed=ctx.seed,
+        include_new=True,
+        by=None,
+        amount_bands=5,
+        age_classes=1,
+        n_boot=settings.n_boot,
+        probabilities="auto",
+    )
+
+
 def run_backtest(ctx: Context) -> Any:
     """The forecast replayed at :func:`backtest_cutoffs` with :func:`backtest_settings`
-    (``None`` when fewer than two month ends qualify)."""
+    (``None`` when fewer than two month ends qualify): :func:`funnelstats.backtest` with its
+    defaults for every other setting (the settings of :func:`backtest_plan`)."""
     from ..forecast import backtest
 
     cutoffs = backtest_cutoffs(ctx)
