@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-from ._estimators import AJResult, EventTable, aalen_johansen, event_table
+from ._estimators import AJResult, EventTable, aalen_johansen, event_table, loglog_bounds
 
 __all__ = [
     "AJAt",
@@ -178,14 +178,9 @@ def loglog_interval(
     estimate: np.ndarray, variance: np.ndarray, alpha: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Log(-log) interval of a probability from its variance (NaN at 0 and 1)."""
-    z = stats.norm.ppf(1 - alpha / 2)
+    z = float(stats.norm.ppf(1 - alpha / 2))
     p = np.asarray(estimate, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lp = np.log(p)
-        lf = np.log(-lp)
-        se = np.sqrt(variance) / (p * np.abs(lp))
-        upper = np.exp(-np.exp(lf - z * se))
-        lower = np.exp(-np.exp(lf + z * se))
+    lower, upper, se = loglog_bounds(p, np.asarray(variance, dtype=float), z)
     bad = ~((p > 0) & (p < 1)) | ~np.isfinite(se)
     return np.where(bad, np.nan, lower), np.where(bad, np.nan, upper)
 

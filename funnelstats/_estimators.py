@@ -25,6 +25,7 @@ __all__ = [
     "any_cause",
     "event_table",
     "kaplan_meier",
+    "loglog_bounds",
     "quantile_time",
     "restricted_mean",
 ]
@@ -269,7 +270,40 @@ def _z(alpha: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2))
 
 
-class KMResult:
+class _Bounds:
+    """``ci_lower`` / ``ci_upper`` at every row, computed by ``interval()`` when first read."""
+
+    def interval(self, rows: np.ndarray | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    @cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.interval()
+
+    @property
+    def ci_lower(self) -> np.ndarray:
+        return self._bounds[0]
+
+    @property
+    def ci_upper(self) -> np.ndarray:
+        return self._bounds[1]
+
+
+def loglog_bounds(
+    p: np.ndarray, variance: np.ndarray, z: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log(-log) bounds of probabilities ``p`` with ``variance``, and the standard error on
+    the log(-log) scale (raw: NaN, 0 or 1 where ``p`` is 0 or 1)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lp = np.log(p)
+        lf = np.log(-lp)
+        se = np.sqrt(variance) / (p * np.abs(lp))
+        upper = np.exp(-np.exp(lf - z * se))
+        lower = np.exp(-np.exp(lf + z * se))
+    return lower, upper, se
+
+
+class KMResult(_Bounds):
     """Kaplan–Meier per row of an :class:`EventTable`.
 
     ``survival`` and ``greenwood`` (the running sum of ``d / (n (n - d))``)
@@ -334,18 +368,6 @@ class KMResult:
             out.append((q_lo, q_hi))
         return out
 
-    @cached_property
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.interval()
-
-    @property
-    def ci_lower(self) -> np.ndarray:
-        return self._bounds[0]
-
-    @property
-    def ci_upper(self) -> np.ndarray:
-        return self._bounds[1]
-
 
 def kaplan_meier(table: EventTable, *, alpha: float = 0.05) -> KMResult:
     """Kaplan–Meier survival at each row of ``table`` (exits of any cause).
@@ -367,7 +389,7 @@ def kaplan_meier(table: EventTable, *, alpha: float = 0.05) -> KMResult:
     return KMResult(surv, gw, alpha)
 
 
-class AJResult:
+class AJResult(_Bounds):
     """Aalen–Johansen cumulative incidence per cause at each row.
 
     ``survival`` (the overall Kaplan–Meier probability of not having exited)
@@ -524,26 +546,8 @@ class AJResult:
             cif = np.stack([self.cif_of(c)[idx] for c in causes], axis=-1)
             if j is not None:
                 var, cif = var[:, 0], cif[:, 0]
-        z = _z(self.alpha)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_cif = np.log(cif)
-            lf = np.log(-log_cif)
-            se = np.sqrt(var) / (cif * np.abs(log_cif))
-            upper = np.exp(-np.exp(lf - z * se))
-            lower = np.exp(-np.exp(lf + z * se))
+        lower, upper, _ = loglog_bounds(cif, var, _z(self.alpha))
         return lower, upper
-
-    @cached_property
-    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.interval()
-
-    @property
-    def ci_lower(self) -> np.ndarray:
-        return self._bounds[0]
-
-    @property
-    def ci_upper(self) -> np.ndarray:
-        return self._bounds[1]
 
 
 def aalen_johansen(table: EventTable, *, alpha: float = 0.05) -> AJResult:
